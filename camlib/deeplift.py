@@ -1,0 +1,178 @@
+"""DeepLIFT-Rescale through the tail F, with the zero reference of LIFT-CAM (paper Sec. 3.3).
+
+DeepLIFT (Shrikumar et al. 2017) assigns each input neuron a contribution C_{Δx_i Δo} to the change
+of the output Δo = F^c(A) - F^c(r) relative to a reference r, with summation-to-delta (Eq. 4):
+Σ_i C_{Δx_i Δo} = Δo. It is computed by one backward pass in which every nonlinearity y = g(x)
+passes back the *multiplier* m = Δy / Δx instead of its derivative g'(x):
+
+* Rescale rule (elementwise g: ReLU, ReLU6/hardtanh, sigmoid, tanh, SiLU, GELU, ...):
+  m = (g(x) - g(x_ref)) / (x - x_ref), falling back to g'(x) where |x - x_ref| < EPS;
+* max rule (max pooling): the window's output difference y - y_ref is split into
+  (max(y, y_ref) - y_ref), routed to the argmax of the actual input, and (y - max(y, y_ref)), routed to
+  the argmax of the reference input (the cross-maximum rule captum uses), then divided by Δx;
+* linear operations (conv, linear, batch norm in eval mode, pooling by averaging, sums,
+  concatenation, products with a held-fixed tensor) pass gradients unchanged, which are their
+  exact multipliers.
+
+The chain rule for multipliers then makes the gradient of the output with respect to the
+activations the DeepLIFT multiplier, and C = m ∘ (A - r). The forward pass runs the actual input and
+the reference as one batch [A; r] so that every nonlinearity sees its own reference value.
+
+This is a graph transformation of the tail built by :mod:`camlib.split`: every activation is one
+``call_function`` node there (in-place, functional and reused ReLUs included), so no module hooks
+are needed and nothing global is patched.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+from camlib.split import is_affine_node
+
+EPS = 1e-7
+
+
+class UnsupportedTailError(NotImplementedError):
+    """The tail contains an operation DeepLIFT has no rule for here (e.g. a product of two
+    activation-dependent tensors, as in squeeze-and-excitation blocks)."""
+
+
+class _Rescale(torch.autograd.Function):
+    """y = fn(x) on the batch [actual; reference]; backward passes the Rescale multipliers."""
+
+    @staticmethod
+    def forward(ctx, x, fn, args, kwargs):
+        y = fn(x, *args, **kwargs)
+        ctx.save_for_backward(x, y)
+        ctx.fn, ctx.args, ctx.kwargs = fn, args, kwargs
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y = ctx.saved_tensors
+        x_act, x_ref = x.chunk(2)
+        y_act, y_ref = y.chunk(2)
+        dx, dy = x_act - x_ref, y_act - y_ref
+        with torch.enable_grad():
+            leaf = x_act.detach().requires_grad_(True)
+            (derivative,) = torch.autograd.grad(ctx.fn(leaf, *ctx.args, **ctx.kwargs), leaf,
+                                                torch.ones_like(leaf))
+        far = dx.abs() > EPS
+        multiplier = torch.where(far, dy / torch.where(far, dx, torch.ones_like(dx)), derivative)
+        return grad * torch.cat([multiplier, multiplier]), None, None, None
+
+
+def _unpool(values: torch.Tensor, indices: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Scatter-add pooled values back to the input positions given by max-pool indices."""
+    out = torch.zeros_like(like).flatten(2)
+    out.scatter_add_(2, indices.flatten(2), values.flatten(2))
+    return out.view_as(like)
+
+
+class _MaxPoolRule(torch.autograd.Function):
+    """F.max_pool2d on [actual; reference]; backward by DeepLIFT's max (cross-maximum) rule."""
+
+    @staticmethod
+    def forward(ctx, x, kwargs):
+        y, indices = F.max_pool2d(x, **kwargs, return_indices=True)
+        ctx.save_for_backward(x, y, indices)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y, indices = ctx.saved_tensors
+        x_act, x_ref = x.chunk(2)
+        y_act, y_ref = y.chunk(2)
+        i_act, i_ref = indices.chunk(2)
+        g = grad.chunk(2)[0]
+        y_max = torch.maximum(y_act, y_ref)
+        delta_part = _unpool(g * (y_max - y_ref), i_act, x_act) + _unpool(g * (y_act - y_max), i_ref, x_act)
+        plain = _unpool(g, i_act, x_act)
+        dx = x_act - x_ref
+        far = dx.abs() > EPS
+        grad_in = torch.where(far, delta_part / torch.where(far, dx, torch.ones_like(dx)), plain)
+        return torch.cat([grad_in, grad_in]), None
+
+
+_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+
+
+def _max_pool(x, *args, **kwargs):
+    kwargs = {**dict(zip(_POOL_ARGS, args)), **kwargs}
+    kwargs.pop("return_indices", None)
+    if kwargs.get("stride") is None:
+        kwargs["stride"] = kwargs["kernel_size"]
+    return _MaxPoolRule.apply(x, kwargs)
+
+
+def _rescaled(fn):
+    def rescaled(x, *args, **kwargs):
+        return _Rescale.apply(x, fn, args, kwargs)
+
+    rescaled.__name__ = f"rescaled_{getattr(fn, '__name__', 'fn')}"
+    return rescaled
+
+
+# Elementwise nonlinearities handled by the Rescale rule (function -> its DeepLIFT version).
+RESCALE_FUNCTIONS = {fn: _rescaled(fn) for fn in (
+    F.relu, torch.relu, F.hardtanh, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.silu, F.gelu,
+    F.leaky_relu, F.elu, F.hardswish, F.hardsigmoid, F.softplus, F.mish, torch.clamp)}
+RESCALE_METHODS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "clamp": torch.clamp}
+MAXPOOL_FUNCTIONS = (F.max_pool2d, torch.max_pool2d)
+
+
+def deeplift_tail(tail: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``tail`` whose backward pass propagates DeepLIFT multipliers.
+
+    Inputs must be the batch [actual; reference] concatenated along dim 0 (fixed inputs duplicated).
+    Raises UnsupportedTailError when an activation-dependent operation has no rule.
+    """
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    graph.output(graph.graph_copy(tail.graph, env))
+    modules = dict(tail.named_modules())
+    activations = next(n for n in graph.nodes if n.op == "placeholder")
+    depends_set = {activations}
+    for node in graph.nodes:
+        if node.op in ("placeholder", "get_attr", "output"):
+            continue
+        if not any(a in depends_set for a in node.all_input_nodes):
+            continue
+        depends_set.add(node)
+        if node.op == "call_function" and node.target in RESCALE_FUNCTIONS:
+            node.target = RESCALE_FUNCTIONS[node.target]
+        elif node.op == "call_method" and node.target in RESCALE_METHODS:
+            node.op, node.target = "call_function", RESCALE_FUNCTIONS[RESCALE_METHODS[node.target]]
+        elif node.op == "call_function" and node.target in MAXPOOL_FUNCTIONS:
+            node.target = _max_pool
+        elif not is_affine_node(node, modules, lambda a: isinstance(a, fx.Node) and a in depends_set):
+            if node.op == "call_function" and node.target in (getattr, operator.getitem):
+                continue
+            raise UnsupportedTailError(
+                f"LIFT-CAM cannot propagate DeepLIFT through {node.op} {node.target!r} "
+                f"({node.name}) in the tail; choose a later layer or another method")
+    gm = fx.GraphModule(tail, graph)
+    gm.recompile()
+    return gm
+
+
+def contributions(dl_tail: fx.GraphModule, activations: torch.Tensor, reference: torch.Tensor,
+                  fixed: tuple, target: torch.Tensor):
+    """DeepLIFT contributions C_{ΔA ΔF^c} of every activation neuron (same shape as A).
+
+    Returns (contributions, logits F(A), reference logits F(r)); Σ contributions[b] equals
+    F^c(A_b) - F^c(r_b) (summation-to-delta, Eq. 4 / Eq. 8) up to float rounding.
+    """
+    batch = activations.shape[0]
+    x = torch.cat([activations, reference.expand_as(activations)]).detach().requires_grad_(True)
+    doubled = tuple(torch.cat([f, f]) for f in fixed)
+    with torch.enable_grad():
+        out = dl_tail(x, *doubled)
+        selected = out[:batch].gather(1, target[:, None]).sum()
+        (grad,) = torch.autograd.grad(selected, x)
+    contrib = grad[:batch] * (activations - reference)
+    return contrib.detach(), out[:batch].detach(), out[batch:].detach()

@@ -1,0 +1,122 @@
+"""``explain``: one call from an image to a class activation map, for any method and layer."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+
+from camlib.cam import saliency_maps
+from camlib.methods import Context, get_method
+
+
+@dataclasses.dataclass
+class Explanation:
+    """The result of :func:`explain`.
+
+    For a single input image the tensors have no batch dimension: ``coefficients`` α (K,),
+    ``activations`` A (K, h, w), ``cam`` L = ReLU(Σ α_k A_k) (h, w), ``saliency`` s(u(L)) (H, W) in
+    [0, 1], ``logits`` (C,), ``target`` (), ``constant`` () — True when L was constant (saliency all
+    zero). For a batch input every tensor has a leading batch dimension B. ``image`` is the
+    pixel-space input (3, H, W) in [0, 1]; ``info`` holds method extras (LIFT-CAM's local
+    accuracy, SHAP-CAM's running estimates, ...).
+    """
+
+    method: str
+    layer: str
+    coefficients: torch.Tensor
+    activations: torch.Tensor
+    cam: torch.Tensor
+    saliency: torch.Tensor
+    logits: torch.Tensor
+    target: torch.Tensor
+    constant: torch.Tensor
+    image: torch.Tensor
+    seconds: float
+    batched: bool
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        return torch.softmax(self.logits, dim=-1)
+
+    def batch(self) -> "Explanation":
+        """The same explanation with a leading batch dimension (a no-op for batch inputs)."""
+        if self.batched:
+            return self
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("coefficients", "activations", "cam", "saliency", "logits", "target", "constant", "image"):
+            fields[name] = fields[name].unsqueeze(0)
+        fields["batched"] = True
+        return Explanation(**fields)
+
+
+def resolve_target(target, logits: torch.Tensor, class_names) -> torch.Tensor:
+    """Target indices (B,): the predicted class by default; an int, a class name, or one per image."""
+    batch, n_classes = logits.shape
+    if target is None:
+        return logits.argmax(dim=1)
+    if isinstance(target, torch.Tensor):
+        target = target.reshape(-1).tolist()
+    if not isinstance(target, (list, tuple)):
+        target = [target] * batch
+    if len(target) != batch:
+        raise ValueError(f"{len(target)} targets given for {batch} images")
+    out = []
+    for t in target:
+        if isinstance(t, str):
+            names = [n.lower() for n in class_names]
+            if t.lower() not in names:
+                raise ValueError(f"unknown class name {t!r}")
+            t = names.index(t.lower())
+        t = int(t)
+        if not 0 <= t < n_classes:
+            raise ValueError(f"target class {t} is out of range 0..{n_classes - 1}")
+        out.append(t)
+    return torch.tensor(out, device=logits.device)
+
+
+def explain(model, image, method: str = "liftcam", layer: str | None = None, target=None, *,
+            batch_size: int = 64, progress=None, **options) -> Explanation:
+    """Explain ``model``'s score for ``target`` on ``image`` with a CAM ``method`` at ``layer``.
+
+    ``model``: a :class:`camlib.zoo.CamModel` (``camlib.load_model``). ``image``: a PIL image, a
+    path, a list of those, or a pixel-space tensor (3, H, W) / (B, 3, H, W) in [0, 1]. ``layer``:
+    a name from ``model.layers`` (default: the last convolutional activation). ``target``: class
+    index or name (default: the predicted class), or one per image. ``progress``: a callable
+    receiving the fraction done (slow methods). Method options (e.g. ``permutations``, ``seed``
+    for SHAP-CAM) and model inputs (``question`` for the VQA model) go in ``options``.
+    """
+    start = time.perf_counter()
+    m = get_method(method)
+    images, batched = model.to_batch(image)
+    extra, options = model.extra_inputs(images.shape[0], **options)
+    split = model.split(layer)
+    with torch.inference_mode():
+        activations, *fixed = split.head(model.normalize(images), *extra)
+        logits = split.tail(activations, *fixed)
+    # Leave inference mode: methods may need autograd through the tail.
+    activations, logits = activations.clone(), logits.clone()
+    fixed = tuple(f.clone() if isinstance(f, torch.Tensor) else f for f in fixed)
+    target_idx = resolve_target(target, logits, model.class_names)
+    ctx = Context(model=model, split=split, images=images, extra=extra, activations=activations,
+                  fixed=fixed, logits=logits, target=target_idx, batch_size=batch_size, progress=progress)
+    coefficients = m.coefficients(ctx, **options).detach().to(activations.dtype)
+    if not torch.isfinite(coefficients).all():
+        raise FloatingPointError(f"{m.title} produced non-finite coefficients")
+    cam, saliency, constant = saliency_maps(coefficients, activations, tuple(images.shape[-2:]))
+    result = Explanation(method=m.key, layer=split.layer, coefficients=coefficients, activations=activations,
+                         cam=cam, saliency=saliency, logits=logits, target=target_idx, constant=constant,
+                         image=images, seconds=time.perf_counter() - start, batched=True, info=ctx.info)
+    if batched:
+        return result
+    return _unbatch(result)
+
+
+def _unbatch(result: Explanation) -> Explanation:
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    for name in ("coefficients", "activations", "cam", "saliency", "logits", "target", "constant", "image"):
+        fields[name] = fields[name][0]
+    fields["batched"] = False
+    return Explanation(**fields)

@@ -1,0 +1,84 @@
+"""What every CAM method shares: the context it computes its coefficients from.
+
+A method is a small class with a ``key``, a ``title`` and one function,
+``coefficients(ctx, **options) -> α`` of shape (B, K); the map itself is made by
+:mod:`camlib.cam` for all methods alike (Eq. 1), as pytorch-grad-cam's BaseCAM subclasses only
+supply weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import cached_property
+from typing import Callable
+
+import torch
+
+Progress = Callable[[float], None]
+
+
+@dataclasses.dataclass
+class Context:
+    """Everything a method may use, for a batch of B images at the CAM layer l.
+
+    ``activations`` A = f^[l](x) (B, K, h, w); ``fixed``: tail inputs held fixed (VQA question
+    embedding); ``logits`` F(A) (B, C); ``target`` c (B,). Gradients are computed on first use.
+    """
+
+    model: "object"  # camlib.zoo.CamModel
+    split: "object"  # camlib.split.Split
+    images: torch.Tensor
+    extra: tuple
+    activations: torch.Tensor
+    fixed: tuple
+    logits: torch.Tensor
+    target: torch.Tensor
+    batch_size: int = 64
+    progress: Progress | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def batch(self) -> int:
+        return self.activations.shape[0]
+
+    @property
+    def n_maps(self) -> int:
+        return self.activations.shape[1]
+
+    def report(self, fraction: float) -> None:
+        if self.progress is not None:
+            self.progress(min(max(float(fraction), 0.0), 1.0))
+
+    def fixed_for(self, i: int, n: int) -> tuple:
+        """The held-fixed tail inputs of image i, expanded to a batch of n."""
+        return tuple(f[i:i + 1].expand(n, *f.shape[1:]) for f in self.fixed)
+
+    @cached_property
+    def gradients(self) -> torch.Tensor:
+        """∂F^c(A)/∂A (B, K, h, w): one backward pass through the tail only."""
+        a = self.activations.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = self.split.tail(a, *self.fixed)
+            (grad,) = torch.autograd.grad(out.gather(1, self.target[:, None]).sum(), a)
+        return grad
+
+    def target_logits_of_tail(self, i: int, activations: torch.Tensor) -> torch.Tensor:
+        """F^c on a batch of modified activations of image i, in chunks (no gradients)."""
+        values = []
+        with torch.inference_mode():
+            for start in range(0, activations.shape[0], self.batch_size):
+                chunk = activations[start:start + self.batch_size]
+                out = self.split.tail(chunk, *self.fixed_for(i, chunk.shape[0]))
+                values.append(out[:, self.target[i]])
+        return torch.cat(values)
+
+
+class CamMethod:
+    """Base of all methods: subclasses set ``key``, ``title`` and implement ``coefficients``."""
+
+    key: str = ""
+    title: str = ""
+    summary: str = ""
+
+    def coefficients(self, ctx: Context, **options) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError

@@ -1,0 +1,26 @@
+"""XGrad-CAM (Fu et al., BMVC 2020)."""
+
+from __future__ import annotations
+
+import torch
+
+from camlib.methods.base import CamMethod, Context
+
+
+class XGradCAM(CamMethod):
+    """α_k = Σ_{i,j} (A_k(i, j) / Σ_{a,b} A_k(a, b)) · ∂F^c/∂A_k(i, j)
+
+    (their Eq. 10, derived from the sensitivity and conservation axioms). A map whose values sum
+    to zero gets α_k = 0 (it contributes nothing to L anyway).
+    """
+
+    key, title = "xgradcam", "XGrad-CAM"
+    summary = "gradients weighted by the normalised activations (axiom-based)"
+
+    def coefficients(self, ctx: Context, **options) -> torch.Tensor:
+        a = ctx.activations
+        total = a.sum(dim=(2, 3))
+        weighted = (a * ctx.gradients).sum(dim=(2, 3))
+        nonzero = total != 0
+        return torch.where(nonzero, weighted / torch.where(nonzero, total, torch.ones_like(total)),
+                           torch.zeros_like(total))
