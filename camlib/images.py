@@ -15,10 +15,13 @@ Safety rules followed here:
   decompression-bomb error (and its warning, where warnings are turned into
   errors) is caught as well.
 * No Pillow globals are changed (``ImageFile.LOAD_TRUNCATED_IMAGES``,
-  ``Image.MAX_IMAGE_PIXELS``), and no process-wide warning filters are
-  touched: a truncated file is an error, not a half-grey picture.  Because
-  :data:`MAX_PIXELS` is below Pillow's warning threshold, any image that would
-  make Pillow warn is refused by our own header check anyway.
+  ``Image.MAX_IMAGE_PIXELS``): a truncated file is an error, not a
+  half-grey picture.  Warning filters are not touched either (they are
+  process-wide and not thread-safe, and the app serves several sessions from
+  threads).  Because :data:`MAX_PIXELS` is below Pillow's warning threshold
+  (about 89 MP by default), every image that makes Pillow emit a
+  ``DecompressionBombWarning`` is refused by our own header check anyway; the
+  warning itself still reaches the log.
 * Nothing is ever unpickled.
 """
 
@@ -244,14 +247,12 @@ def _check_dimensions(width: int, height: int) -> None:
         )
 
 
-def _too_large_for_pillow(exc: Exception) -> ImageError:
-    err = ImageError(
+def _too_large_for_pillow() -> ImageError:
+    return ImageError(
         "The image is too large (its header claims more pixels than can be "
         f"decoded safely); the limit is {MAX_PIXELS / 1e6:.0f} megapixels. "
         "Please resize it and try again."
     )
-    err.__cause__ = exc
-    return err
 
 
 def _available_formats() -> tuple[str, ...]:
@@ -271,7 +272,7 @@ def _decode(data: bytes, notes: list[str]) -> Image.Image:
         # decompression-bomb limit here.
         image = Image.open(io.BytesIO(data), formats=_available_formats())
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _too_large_for_pillow(exc) from exc
+        raise _too_large_for_pillow() from exc
     except UnidentifiedImageError as exc:
         raise ImageError(
             "This file is not an image that can be opened. Please use a "
@@ -284,16 +285,16 @@ def _decode(data: bytes, notes: list[str]) -> Image.Image:
 
     with image:
         _check_dimensions(*image.size)  # from the header, before decoding
-        if getattr(image, "is_animated", False):
-            if image.format == "TIFF":
-                notes.append("first page of a multi-page TIFF used")
-            else:
-                notes.append("first frame of an animated image used")
         try:
-            image.seek(0)
+            if getattr(image, "is_animated", False):
+                if image.format == "TIFF":
+                    notes.append("first page of a multi-page TIFF used")
+                else:
+                    notes.append("first frame of an animated image used")
+                image.seek(0)
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _too_large_for_pillow(exc) from exc
+            raise _too_large_for_pillow() from exc
         except Exception as exc:
             if "truncated" in str(exc).lower() or isinstance(exc, EOFError):
                 raise ImageError(
@@ -360,30 +361,38 @@ def _stretch_to_uint8(values: np.ndarray, nominal_max: float) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
+def _scaled_note(bits: str, lo: int, hi: int) -> str:
+    if lo == hi:
+        return f"{bits} image scaled to 8-bit (a flat image, every value {lo})"
+    return f"{bits} image scaled to 8-bit (values {lo}..{hi} mapped to 0..255)"
+
+
 def _high_bit_depth_to_l(image: Image.Image, notes: list[str]) -> Image.Image:
     """Scale a 16/32-bit integer or 32-bit float grayscale image to mode L."""
     if image.mode == "F":
         values = np.asarray(image, dtype=np.float32)
         finite = values[np.isfinite(values)]
-        if finite.size and finite.min() >= 0.0 and finite.max() <= 1.0:
+        if finite.size == 0:
+            raise ImageError("The image contains no valid pixel values (all NaN).")
+        if finite.min() >= 0.0 and finite.max() <= 1.0:
             # Already a [0, 1] intensity image: scale, don't stretch.
             values = np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0)
             out = np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
             notes.append("32-bit float image scaled to 8-bit")
-            return Image.fromarray(out, mode="L")
+            return Image.fromarray(out)
         out = _stretch_to_uint8(values, nominal_max=1.0)
         notes.append(
             "32-bit float image scaled to 8-bit (its value range "
             f"{finite.min():g}..{finite.max():g} mapped to 0..255)"
         )
-        return Image.fromarray(out, mode="L")
+        return Image.fromarray(out)
     values = np.asarray(image.convert("I"), dtype=np.int64)
     lo, hi = int(values.min()), int(values.max())
     is_16_bit = image.mode.startswith("I;16") or (lo >= 0 and hi <= 65535)
     bits = "16-bit" if is_16_bit else "32-bit"
     out = _stretch_to_uint8(values, nominal_max=65535.0)
-    notes.append(f"{bits} image scaled to 8-bit (values {lo}..{hi} mapped to 0..255)")
-    return Image.fromarray(out, mode="L")
+    notes.append(_scaled_note(bits, lo, hi))
+    return Image.fromarray(out)
 
 
 def _normalize_pil(image: Image.Image, notes: list[str]) -> Image.Image:
@@ -393,38 +402,41 @@ def _normalize_pil(image: Image.Image, notes: list[str]) -> Image.Image:
         image.load()
     except Exception as exc:
         raise ImageError("The image's pixels could not be decoded.") from exc
-    original = image
-    image = _exif_transpose(image, notes)
-    mode = image.mode
-
-    if mode == "RGB":
+    oriented = _exif_transpose(image, notes)
+    if oriented.mode == "RGB":
         # Never hand back the caller's (or the file's) own image object.
-        return image.copy() if image is original else image
+        return oriented.copy() if oriented is image else oriented
+    try:
+        return _convert_to_rgb(oriented, notes)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(
+            f"The image's colour mode ({oriented.mode}) cannot be converted to "
+            "RGB. Please save it as an ordinary RGB image."
+        ) from exc
+
+
+def _convert_to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
+    """Convert a non-RGB PIL image to RGB, adding a note where useful."""
+    mode = image.mode
     if mode in ("I", "F") or mode.startswith("I;"):
         return _high_bit_depth_to_l(image, notes).convert("RGB")
-    if mode in ("RGBA", "RGBa", "LA", "La", "PA"):
+    if mode == "La":  # premultiplied: Pillow only converts it to LA
+        image, mode = image.convert("LA"), "LA"
+    if mode in ("RGBA", "RGBa", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         return _composite_on_white(image, notes)
-    if mode == "P":
-        if "transparency" in image.info:
-            return _composite_on_white(image, notes)
-        return image.convert("RGB")
     if mode in ("L", "1"):
         notes.append("grayscale image converted to RGB")
-        return image.convert("RGB")
-    if mode == "CMYK":
+    elif mode == "CMYK":
         notes.append("converted from CMYK to RGB")
     elif mode == "LAB":
+        # Pillow's convert() would reinterpret Lab values as RGB bytes.
         raise ImageError(
             "The image uses the Lab colour space, which is not supported. "
             "Please save it as an RGB image."
         )
-    try:
-        return image.convert("RGB")
-    except Exception as exc:
-        raise ImageError(
-            f"The image's colour mode ({mode}) cannot be converted to RGB. "
-            "Please save it as an ordinary RGB image."
-        ) from exc
+    return image.convert("RGB")
 
 
 def _from_array(array: np.ndarray, notes: list[str]) -> Image.Image:
@@ -444,7 +456,7 @@ def _from_array(array: np.ndarray, notes: list[str]) -> Image.Image:
     elif a.dtype == np.uint16:
         lo, hi = int(a.min()), int(a.max())
         a = _stretch_to_uint8(a, nominal_max=65535.0)
-        notes.append(f"16-bit image scaled to 8-bit (values {lo}..{hi} mapped to 0..255)")
+        notes.append(_scaled_note("16-bit", lo, hi))
     elif np.issubdtype(a.dtype, np.floating):
         if not np.isfinite(a).all():
             raise ImageError("The image array contains NaN or infinite values.")
@@ -464,10 +476,10 @@ def _from_array(array: np.ndarray, notes: list[str]) -> Image.Image:
 
     a = np.ascontiguousarray(a)
     if a.ndim == 2:
-        return Image.fromarray(a, mode="L").convert("RGB")
+        return Image.fromarray(a).convert("RGB")
     if a.shape[2] == 4:
-        return _composite_on_white(Image.fromarray(a, mode="RGBA"), notes)
-    return Image.fromarray(a, mode="RGB")
+        return _composite_on_white(Image.fromarray(a), notes)
+    return Image.fromarray(a)
 
 
 # --------------------------------------------------------------------------

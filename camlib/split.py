@@ -204,11 +204,11 @@ class Split:
 # Ops through which the tail is affine in the activations (used to flag linear tails).
 _AFFINE_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.AdaptiveAvgPool2d,
                    nn.AvgPool2d, nn.Flatten, nn.Identity, nn.Dropout)
-_AFFINE_FUNCTIONS = {operator.add, operator.sub, operator.neg, torch.add, torch.sub, torch.flatten,
+_AFFINE_FUNCTIONS = {operator.add, operator.sub, operator.neg, torch.add, torch.sub, torch.flatten, torch.sum,
                      torch.cat, torch.mean, F.adaptive_avg_pool2d, F.avg_pool2d, F.linear, F.conv2d,
                      F.batch_norm, F.pad, operator.getitem}
-_AFFINE_METHODS = {"view", "reshape", "flatten", "mean", "contiguous", "add", "sub", "squeeze",
-                   "unsqueeze", "permute", "transpose", "size", "dim"}
+_AFFINE_METHODS = {"view", "reshape", "flatten", "mean", "sum", "contiguous", "add", "sub", "squeeze",
+                   "unsqueeze", "permute", "transpose", "size", "dim", "repeat", "expand"}
 
 
 def is_affine_node(node: fx.Node, modules: dict[str, nn.Module], depends: Callable[[object], bool]) -> bool:

@@ -323,7 +323,8 @@ def candidate_questions(scene: Scene, family: str, rng: np.random.Generator) -> 
         else:
             present = sorted({o.colour for o in objs})
             # colours present in the scene 3 times out of 4, so that "0" does not dominate
-            pool = present if rng.random() < 0.75 else [c for c in COLOURS if c not in present]
+            absent = [c for c in COLOURS if c not in present]
+            pool = present if rng.random() < 0.75 or not absent else absent
             for c in pool:
                 idx = _indices(scene, colour=c)
                 out.append(_question(scene, f"how many {c} objects are there?", str(len(idx)),

@@ -1,0 +1,7 @@
+"""``python -m camlib``: see :mod:`camlib.cli`."""
+
+import sys
+
+from camlib.cli import main
+
+sys.exit(main())
