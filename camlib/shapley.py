@@ -398,9 +398,9 @@ class FastCoalitions:
     def prefix_values(self, permutation: torch.Tensor) -> torch.Tensor:
         """F^c on the K + 1 prefixes of an ordering; Add boundaries by running cumulative sums."""
         permutation = permutation.to(self.device)
-        if isinstance(self.final, Add):
-            steps = self.final.d[permutation, self.target]
-            base = self.final.base[0, self.target]
+        if isinstance(self.final, Add):  # in float64: the differences of prefixes are the D_k
+            steps = self.final.d[permutation, self.target].double()
+            base = self.final.base[0, self.target].double()
             return torch.cat([base.view(1), base + torch.cumsum(steps, 0)])
         out = []
         carries = {b: None for b in self.boundary if isinstance(self.env[b], Add)}

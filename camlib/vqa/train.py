@@ -72,18 +72,18 @@ def accuracy_table(preds: np.ndarray, data: scenes.VQAArrays) -> dict:
 class ParseHead(torch.nn.Module):
     """Training-only auxiliary head on the CAM layer (not part of the saved model).
 
-    A 1x1 convolution predicts, for every cell of the CAM grid, the colour (or "none")
-    and the shape (or "none") of the object whose centre lies in that cell, and the
-    centre's (x, y) offset inside the cell.  Two centres never share a cell (objects keep
-    more than one cell apart in x or y), so the targets are well defined.  This
-    "scene-parsing" loss makes the CAM layer encode objects where they are, which speeds
-    up CPU training a lot; the VQA tail still has to learn to read it.
+    A 1x1 convolution predicts, for every cell of the CAM grid, the (colour, shape) pair
+    of the object whose centre lies in that cell (18 classes + "none") and the centre's
+    (x, y) offset inside the cell.  Two centres never share a cell (objects keep more than
+    one cell apart in x or y), so the targets are well defined.  This "scene-parsing" loss
+    makes the CAM layer encode objects where they are, which speeds up CPU training a
+    lot; the VQA tail still has to learn to read it.
     """
 
     def __init__(self, channels: int):
         super().__init__()
-        self.n_colour, self.n_shape = len(scenes.COLOURS) + 1, len(scenes.SHAPES) + 1
-        self.conv = torch.nn.Conv2d(channels, self.n_colour + self.n_shape + 2, 1)
+        self.n_classes = len(scenes.COLOURS) * len(scenes.SHAPES) + 1
+        self.conv = torch.nn.Conv2d(channels, self.n_classes + 2, 1)
 
     def loss(self, cam: torch.Tensor, objects: np.ndarray) -> torch.Tensor:
         """Auxiliary loss for CAM activations (S, C, G, G) of scenes with ``objects``
@@ -91,29 +91,27 @@ class ParseHead(torch.nn.Module):
         out = self.conv(cam)
         S, _, G, _ = out.shape
         cell = scenes.IMAGE_SIZE // G
-        colour = torch.zeros(S, G, G, dtype=torch.long)
-        shape = torch.zeros(S, G, G, dtype=torch.long)
+        target = torch.zeros(S, G, G, dtype=torch.long)
         s_idx, j_idx = np.nonzero(objects[:, :, 0] >= 0)
         obj = objects[s_idx, j_idx]
         gx, gy = obj[:, 2] // cell, obj[:, 3] // cell
-        colour[s_idx, gy, gx] = torch.from_numpy(obj[:, 1] + 1)
-        shape[s_idx, gy, gx] = torch.from_numpy(obj[:, 0] + 1)
+        target[s_idx, gy, gx] = torch.from_numpy(1 + obj[:, 1] * len(scenes.SHAPES) + obj[:, 0])
         offset = torch.from_numpy((obj[:, 2:4] % cell + 0.5) / cell - 0.5).float()
         pred_offset = out[:, -2:][s_idx, :, gy, gx]
-        return (F.cross_entropy(out[:, :self.n_colour], colour)
-                + F.cross_entropy(out[:, self.n_colour:self.n_colour + self.n_shape], shape)
+        return (F.cross_entropy(out[:, :self.n_classes], target)
                 + 4.0 * F.smooth_l1_loss(pred_offset, offset, beta=0.1))
 
 
 def _train_epoch(model, parse_head, aux_weight, optimizer, scheduler, data, batch_scenes,
-                 generator) -> tuple[float, float]:
-    """One pass over ``data`` (scenes shuffled); returns (mean VQA loss, accuracy %)."""
+                 generator) -> tuple[float, float, float]:
+    """One pass over ``data`` (scenes shuffled); returns (mean VQA loss, mean auxiliary
+    loss, training accuracy %)."""
     model.train()
     # questions of a scene are contiguous in ``data``: starts[k]..starts[k+1]
     starts = np.searchsorted(data.scene_index, np.arange(len(data.images) + 1))
     order = torch.randperm(len(data.images), generator=generator).numpy()
     questions, answers = torch.from_numpy(data.questions), torch.from_numpy(data.answers)
-    total_loss, total_correct, count = 0.0, 0, 0
+    total_loss, total_aux, total_correct, count = 0.0, 0.0, 0, 0
     for b in range(0, len(order), batch_scenes):
         idx = order[b:b + batch_scenes]
         rows = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in idx])
@@ -122,15 +120,16 @@ def _train_epoch(model, parse_head, aux_weight, optimizer, scheduler, data, batc
         logits = model.answer(cam[torch.from_numpy(local)], model.encode_question(questions[rows]))
         target = answers[rows]
         loss = F.cross_entropy(logits, target)
-        total = loss + aux_weight * parse_head.loss(cam, data.objects[idx]) if aux_weight else loss
+        aux = parse_head.loss(cam, data.objects[idx]) if aux_weight else torch.zeros(())
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        (loss + aux_weight * aux).backward()
         optimizer.step()
         scheduler.step()
         total_loss += float(loss) * len(rows)
+        total_aux += float(aux) * len(idx)
         total_correct += int((logits.argmax(1) == target).sum())
         count += len(rows)
-    return total_loss / count, 100.0 * total_correct / count
+    return total_loss / count, total_aux / len(order), 100.0 * total_correct / count
 
 
 def _source_digest() -> str:
@@ -187,12 +186,12 @@ def main(argv=None) -> dict:
         data = scenes.build_dataset(range(first, first + seeds_per_epoch),
                                     question_seed=args.seed * 1000 + epoch,
                                     per_family=args.per_family)
-        loss, acc = _train_epoch(model, parse_head, args.aux_weight, optimizer, scheduler,
+        loss, aux, acc = _train_epoch(model, parse_head, args.aux_weight, optimizer, scheduler,
                                  data, args.batch_scenes, generator)
         model.eval()
         v = accuracy_table(predict(model, val), val)
         fams = " ".join(f"{k}={x['accuracy']}" for k, x in v["per_family"].items())
-        print(f"epoch {epoch + 1}/{args.epochs} loss {loss:.4f} train {acc:.1f}% | "
+        print(f"epoch {epoch + 1}/{args.epochs} loss {loss:.4f} aux {aux:.4f} train {acc:.1f}% | "
               f"val {v['overall']}% ({fams}) | {time.time() - t0:.0f}s", flush=True)
     train_seconds = time.time() - t0
 

@@ -1,0 +1,201 @@
+"""Benchmark results on disk: resumable CSV rows, the merge of per-rank files, and Markdown.
+
+Rows are appended (and flushed) as soon as each image's values exist, so an interrupted run
+loses at most the batch in flight. A re-run reads every rows file of the command in the output
+folder (the merged CSV and any ``*.rows.rank{r}.csv`` left by a distributed run), skips the rows
+whose key is already there, and at the end the main CSV is rewritten from all of them: deduplicated
+by key, sorted by key (plain string order, so single-process and distributed runs give the same
+file). Floats are written with ``repr`` (shortest round-trip text), so reading a CSV back gives the
+float32 values bit for bit.
+
+The Markdown tables are always computed from the CSV, never from memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import pathlib
+from typing import Iterable, Mapping, Sequence
+
+from camlib.metrics import Summary, summarize
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+class RowStore:
+    """The rows of one command in ``out/``: ``{name}.csv`` plus per-rank part files.
+
+    ``fields``: the CSV columns; ``key``: the columns identifying a row (e.g. image, method).
+    In a single-process run rows are appended to ``{name}.csv`` directly; in a distributed run
+    rank r appends to ``{name}.rows.rank{r}.csv`` and :meth:`merge` (rank 0, after a barrier)
+    folds the part files into ``{name}.csv``.
+    """
+
+    def __init__(self, out: str | os.PathLike, name: str, fields: Sequence[str], key: Sequence[str]):
+        self.out = pathlib.Path(out)
+        self.name = name
+        self.fields = list(fields)
+        self.key = list(key)
+        self.path = self.out / f"{name}.csv"
+        self._handle = None
+        self._part: pathlib.Path | None = None
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def part_files(self) -> list[pathlib.Path]:
+        return sorted(self.out.glob(f"{self.name}.rows.rank*.csv"))
+
+    def key_of(self, row: Mapping) -> tuple:
+        return tuple(str(row[k]) for k in self.key)
+
+    def read_file(self, path: pathlib.Path) -> list[dict]:
+        """The complete rows of one file (a truncated last line or a row with missing fields is
+        ignored: it is recomputed)."""
+        if not path.is_file():
+            return []
+        with open(path, newline="", encoding="utf-8") as fh:
+            text = fh.read()
+        if not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]
+        reader = csv.DictReader(io.StringIO(text))
+        if reader.fieldnames is None:
+            return []
+        if list(reader.fieldnames) != self.fields:
+            raise ValueError(f"{path} has the columns {reader.fieldnames}, expected {self.fields}: "
+                             f"it was written by another command or version; use another --out")
+        return [row for row in reader if None not in row.values() and None not in row]
+
+    def read_all(self) -> list[dict]:
+        """All rows (main CSV first, then part files), deduplicated by key, sorted by key."""
+        rows: dict[tuple, dict] = {}
+        for path in [self.path, *self.part_files()]:
+            for row in self.read_file(path):
+                rows.setdefault(self.key_of(row), row)
+        return [rows[k] for k in sorted(rows)]
+
+    def done(self) -> set[tuple]:
+        return {self.key_of(r) for r in self.read_all()}
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def open(self, rank: int = 0, distributed: bool = False) -> None:
+        """Start appending: to the main CSV, or to this rank's part file when distributed."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._part = self.out / f"{self.name}.rows.rank{rank}.csv" if distributed else self.path
+        _truncate_partial_line(self._part)
+        new = not self._part.is_file() or self._part.stat().st_size == 0
+        self._handle = open(self._part, "a", newline="", encoding="utf-8")
+        if new:
+            csv.writer(self._handle).writerow(self.fields)
+            self._flush()
+
+    def append(self, rows: Iterable[Mapping]) -> None:
+        writer = csv.writer(self._handle)
+        for row in rows:
+            writer.writerow([_fmt(row[f]) for f in self.fields])
+        self._flush()
+
+    def _flush(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def merge(self) -> list[dict]:
+        """Rewrite ``{name}.csv`` with all rows (sorted, deduplicated); delete the part files."""
+        self.close()
+        rows = self.read_all()
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(self.fields)
+            for row in rows:
+                writer.writerow([row[f] for f in self.fields])
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        for part in self.part_files():
+            part.unlink()
+        return rows
+
+
+def _truncate_partial_line(path: pathlib.Path) -> None:
+    """Cut an interrupted, half-written last line so that appending starts on a fresh line."""
+    if not path.is_file():
+        return
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
+
+
+# -- run configuration -----------------------------------------------------------------------------
+
+
+def check_config(path: pathlib.Path, config: Mapping) -> None:
+    """Refuse to resume into a folder whose rows were computed with another configuration."""
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text(encoding="utf-8"))
+    diff = {k: (old.get(k), config.get(k)) for k in set(old) | set(config) if old.get(k) != config.get(k)}
+    if diff:
+        details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
+        raise ValueError(f"{path.parent} holds results of another configuration ({details}); "
+                         f"use another --out folder to start afresh")
+
+
+def write_config(path: pathlib.Path, config: Mapping) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# -- Markdown ----------------------------------------------------------------------------------------
+
+
+def fmt_summary(s: Summary, digits: int = 2) -> str:
+    """``mean [low, high]``."""
+    return f"{s.mean:.{digits}f} [{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] | None = None) -> str:
+    align = align or ["l"] + ["r"] * (len(headers) - 1)
+    marks = {"l": ":---", "r": "---:", "c": ":---:"}
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def floats(rows: Sequence[Mapping], field: str) -> list[float]:
+    return [float(r[field]) for r in rows]
+
+
+def best_index(values: Sequence[float], higher: bool) -> int | None:
+    finite = [(v, i) for i, v in enumerate(values) if not math.isnan(v)]
+    if len(finite) < 2:
+        return None
+    return (max if higher else min)(finite)[1]
+
+
+def bold_best(cells: list[list[str]], means: Sequence[float], column: int, higher: bool) -> None:
+    i = best_index(means, higher)
+    if i is not None:
+        cells[i][column] = f"**{cells[i][column]}**"
+
+
+def summary_or_none(values: Sequence[float], scale: float, method: str = "t") -> Summary | None:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return None
+    return summarize(values, scale, method=method)

@@ -1,0 +1,415 @@
+"""``shap-agreement`` (the paper's Table 2) and ``shap-table1`` (Table 1).
+
+shap-agreement
+    Cosine similarity between each method's coefficients α and SHAP-CAM with a large |Π|
+    (``--permutations``, default 1000; the paper uses 10k) as the stand-in for the exact SHAP
+    values, per image. The reference is computed one image at a time and cached in
+    ``OUT/shap_agreement.ref/`` so an interrupted run never recomputes it. ``--compare-permutations``
+    (default 1 10 100) adds SHAP-CAM_p rows: p orderings drawn with another seed (``--shap-seed`` + 1)
+    than the reference's, so they are independent of it (the p's of one image are prefixes of the
+    same ordering sequence; their ``seconds`` are the run's per-image time prorated by p / max p).
+
+    Use a layer whose tail is nonlinear (default: the first such preset layer, ``blocks.6`` for
+    EfficientNet-Lite0). On a linear tail every ordering gives the same marginal contributions:
+    SHAP-CAM_1 is exact and LIFT-CAM equals it, so the comparison says nothing (a warning says so).
+
+shap-table1
+    IC / AD / ADD of SHAP-CAM_p for p in ``--permutations`` (default 1 10 100), for ``--seeds`` runs
+    (orderings seeds 0 .. seeds-1, default 3), averaged over the runs as the paper's Table 1 (which
+    averages 10 runs). Within a run, SHAP-CAM_p uses the first p orderings of the run's max-p
+    sequence (``info["running"]``): each is an exact SHAP-CAM_p sample, and the comparison between
+    p's is paired. ``--methods`` adds other CAMs on the same images for comparison (rows with
+    permutations = seed = 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import pathlib
+import re
+import statistics
+import sys
+import time
+from typing import Sequence
+
+import torch
+
+from camlib.bench import common
+from camlib.bench.data import load_batch
+from camlib.bench.report import bold_best, fmt_summary, markdown_table, summary_or_none
+
+LINEAR_WARNING = ("the tail after layer {layer} is linear: every ordering gives the same marginal contributions, "
+                  "so SHAP-CAM with any |Π| is exact and LIFT-CAM equals it; choose a layer with a nonlinear "
+                  "tail (e.g. blocks.6 for EfficientNet-Lite0) for a meaningful comparison")
+
+
+def _linear_warning(r) -> str | None:
+    if not r.layer.linear_tail:
+        return None
+    text = "warning: " + LINEAR_WARNING.format(layer=r.layer.name)
+    if r.env.is_main:
+        common.log(text)
+    return text
+
+
+# ================================================================================================
+# shap-agreement
+# ================================================================================================
+
+AGREEMENT = "shap_agreement"
+AGREEMENT_FIELDS = ("image", "method", "target", "cosine", "seconds", "reference_seconds")
+AGREEMENT_KEY = ("image", "method")
+
+
+def agreement_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m camlib.bench shap-agreement",
+                                description="Cosine similarity of each method's coefficients to SHAP-CAM "
+                                            "with many orderings (the paper's Table 2).")
+    common.add_common_arguments(p, methods=common.PAPER_METHODS,
+                                layer_help="CAM layer (default: the first preset layer with a nonlinear tail, "
+                                           "blocks.6 for EfficientNet-Lite0)")
+    p.add_argument("--permutations", type=int, default=1000, help="|Π| of the reference SHAP-CAM (default 1000)")
+    p.add_argument("--shap-seed", type=int, default=0, help="seed of the reference's orderings (default 0)")
+    p.add_argument("--compare-permutations", type=int, nargs="*", default=[1, 10, 100], metavar="P",
+                   help="also compare SHAP-CAM_P (other seed) to the reference (default: 1 10 100; none: skip)")
+    return p
+
+
+def _ref_path(r, file: str) -> pathlib.Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", file)[-80:]
+    digest = hashlib.sha1(file.encode("utf-8")).hexdigest()[:10]
+    return r.out / f"{AGREEMENT}.ref" / f"{safe}.{digest}.pt"
+
+
+def _reference(r, images, index: int, record, bar) -> tuple[torch.Tensor, float, int]:
+    """SHAP-CAM_|Π| coefficients (K,) of one image, its seconds and target; cached on disk."""
+    import camlib
+
+    path = _ref_path(r, record.file)
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return saved["coefficients"], float(saved["seconds"]), int(saved["target"])
+    last = [0.0]
+
+    def progress(fraction: float) -> None:
+        if fraction - last[0] >= 0.01 or fraction >= 1.0:
+            last[0] = fraction
+            bar.set_postfix_str(f"reference {Path_name(record.file)} {100 * fraction:.0f}%")
+
+    target = r.targets([record])
+    exp = camlib.explain(r.model, images[index:index + 1], "shapcam", layer=r.layer.name, target=target,
+                         batch_size=r.args.chunk_size, progress=progress,
+                         permutations=r.args.permutations, seed=r.args.shap_seed)
+    coefficients = exp.coefficients[0].detach().cpu().clone()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"coefficients": coefficients, "seconds": exp.seconds, "target": int(exp.target[0]),
+                "permutations": r.args.permutations, "seed": r.args.shap_seed}, tmp)
+    tmp.replace(path)
+    return coefficients, exp.seconds, int(exp.target[0])
+
+
+def Path_name(file: str) -> str:  # noqa: N802 - short helper for the progress text
+    return pathlib.PurePath(file).name
+
+
+def agreement_labels(args) -> list[tuple[str, str]]:
+    labels = []
+    for name in args.methods:
+        key = common.method_key(name)
+        if key == "shapcam":
+            continue  # SHAP-CAM_p rows come from --compare-permutations
+        if key not in [k for _, k in labels]:
+            labels.append((key, key))
+    for p in sorted(set(args.compare_permutations)):
+        if p < 1:
+            raise ValueError("--compare-permutations values must be at least 1")
+        labels.append((f"shapcam_{p}", "shapcam"))
+    if not labels:
+        raise ValueError("no methods given")
+    return labels
+
+
+def run_agreement(argv: Sequence[str] | None = None) -> dict:
+    import camlib
+    from camlib import metrics
+
+    args = agreement_parser().parse_args(argv)
+    if args.permutations < 1:
+        raise ValueError("--permutations must be at least 1")
+    labels = agreement_labels(args)
+    config = {"permutations": args.permutations, "shap_seed": args.shap_seed}
+    r = common.start(args, AGREEMENT, AGREEMENT_FIELDS, AGREEMENT_KEY, config, prefer_nonlinear=True)
+    r.config["argv"] = list(argv) if argv is not None else sys.argv[1:]
+    warning = _linear_warning(r)
+    for label, key in labels:
+        if key == "cam" and not r.layer.linear_tail:
+            raise ValueError(f"CAM needs a linear tail; the tail after {r.layer.name} is nonlinear")
+    todo = [(rec, label) for rec in r.mine for label, _ in labels if (rec.file, label) not in r.done]
+    skipped = len(r.mine) * len(labels) - len(todo)
+    if skipped and r.env.is_main:
+        common.log(f"{AGREEMENT}: resuming, {skipped} rows of rank {r.env.rank} already done")
+    pending = [rec for rec in r.mine if any((rec.file, label) not in r.done for label, _ in labels)]
+    compare = sorted(set(args.compare_permutations))
+    computed = 0
+    try:
+        with r.progress_bar(len(todo), AGREEMENT) as bar:
+            for batch in common.batches(pending, args.batch_size):
+                images, _ = load_batch(args.data, batch, r.model.input_size)
+                refs = [_reference(r, images, i, rec, bar) for i, rec in enumerate(batch)]
+                bar.set_postfix_str("")
+                for label, key in labels:
+                    if label.startswith("shapcam_") and label != f"shapcam_{compare[-1]}":
+                        continue  # all SHAP-CAM_p rows come from the run of the largest p
+                    idx = [i for i, rec in enumerate(batch)
+                           if any((rec.file, lbl) not in r.done for lbl in
+                                  ([f"shapcam_{p}" for p in compare] if key == "shapcam" else [label]))]
+                    if not idx:
+                        continue
+                    sub = [batch[i] for i in idx]
+                    target = [refs[i][2] for i in idx]  # the reference's class (gt or its prediction)
+                    ref = torch.stack([refs[i][0] for i in idx])
+                    if key == "shapcam":
+                        exp = camlib.explain(r.model, images[idx], "shapcam", layer=r.layer.name, target=target,
+                                             batch_size=args.chunk_size, permutations=compare[-1],
+                                             seed=args.shap_seed + 1)
+                        running = exp.info["running"].cpu()
+                        rows = []
+                        for p in compare:
+                            cos = metrics.cosine_similarity(running[p - 1], ref).tolist()
+                            rows += [{"image": rec.file, "method": f"shapcam_{p}", "target": target[j],
+                                      "cosine": float(cos[j]), "seconds": exp.seconds / len(sub) * p / compare[-1],
+                                      "reference_seconds": refs[idx[j]][1]}
+                                     for j, rec in enumerate(sub) if (rec.file, f"shapcam_{p}") not in r.done]
+                    else:
+                        exp = camlib.explain(r.model, images[idx], key, layer=r.layer.name, target=target,
+                                             batch_size=args.chunk_size)
+                        cos = metrics.cosine_similarity(exp.coefficients.cpu(), ref).tolist()
+                        rows = [{"image": rec.file, "method": label, "target": target[j], "cosine": float(cos[j]),
+                                 "seconds": exp.seconds / len(sub), "reference_seconds": refs[idx[j]][1]}
+                                for j, rec in enumerate(sub)]
+                    r.store.append(rows)
+                    computed += len(rows)
+                    bar.update(len(rows))
+    finally:
+        r.store.close()
+    text = common.finish(r, lambda run, rows: agreement_markdown(run, rows, labels, warning))
+    return {"computed": computed, "skipped": skipped, "markdown": text}
+
+
+def agreement_markdown(r, rows: list[dict], labels, warning: str | None) -> str:
+    rows = common.selected_rows(r, rows)
+    n_images = len({row["image"] for row in rows})
+    headers = ["Method", "N", "cosine to SHAP-CAM (mean [95 % CI])", "median", "min", "s / image"]
+    cells, means = [], []
+    for label, _ in labels:
+        mine = [row for row in rows if row["method"] == label]
+        if not mine:
+            continue
+        values = [float(row["cosine"]) for row in mine]
+        s = summary_or_none(values, 1.0, "t")
+        cells.append([common.method_title(label), str(len(mine)), fmt_summary(s, 3),
+                      f"{statistics.median(values):.3f}", f"{min(values):.3f}",
+                      f"{sum(float(row['seconds']) for row in mine) / len(mine):.3g}"])
+        means.append(s.mean if not label.startswith("shapcam_") else math.nan)
+    bold_best(cells, means, 2, True)
+    ref_seconds = {row["image"]: float(row["reference_seconds"]) for row in rows}
+    tail = "linear" if r.layer.linear_tail else "nonlinear"
+    target = "ground-truth class" if r.args.target == "gt" else "predicted class"
+    lines = [f"# SHAP agreement: {r.model.title}, layer `{r.layer.name}` ({tail} tail)", ""]
+    if warning:
+        lines += [f"> **{warning}**", ""]
+    lines += [f"`{common.command_line(r.config.get('argv'), AGREEMENT.replace('_', '-'))}`", "",
+              f"{n_images} images of `{r.args.data}`; target = {target}; reference: SHAP-CAM with "
+              f"\\|Π\\| = {r.args.permutations} orderings (seed {r.args.shap_seed}), "
+              + (f"{sum(ref_seconds.values()) / len(ref_seconds):.3g} s / image." if ref_seconds else "no rows."),
+              "", markdown_table(headers, cells), "",
+              "Cosine similarity of the coefficient vectors α (Table 2 of the paper), mean over images with a "
+              "Student-t 95 % interval; the best CAM is bold. SHAP-CAM (\\|Π\\|=p) rows use orderings independent "
+              "of the reference's and show how far a p-ordering estimate is from it.", ""]
+    return "\n".join(lines)
+
+
+# ================================================================================================
+# shap-table1
+# ================================================================================================
+
+TABLE1 = "shap_table1"
+TABLE1_FIELDS = ("image", "method", "permutations", "seed", "target", "predicted", "Y", "O", "D", "ic", "ad", "add",
+                 "seconds")
+TABLE1_KEY = ("image", "method", "permutations", "seed")
+
+
+def table1_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m camlib.bench shap-table1",
+                                description="IC / AD / ADD of SHAP-CAM_1/10/100 averaged over seeds "
+                                            "(the paper's Table 1).")
+    common.add_common_arguments(p, methods=None,
+                                layer_help="CAM layer (default: the first preset layer with a nonlinear tail, "
+                                           "blocks.6 for EfficientNet-Lite0)")
+    p.add_argument("--permutations", type=int, nargs="+", default=[1, 10, 100], metavar="P",
+                   help="the |Π| values (default: 1 10 100)")
+    p.add_argument("--seeds", type=int, default=3, help="runs per |Π|, orderings seeds 0 .. N-1 (default 3)")
+    return p
+
+
+def run_table1(argv: Sequence[str] | None = None) -> dict:
+    import camlib
+    from camlib import metrics
+    from camlib.cam import saliency_maps
+
+    args = table1_parser().parse_args(argv)
+    perms = sorted(set(args.permutations))
+    if perms[0] < 1 or args.seeds < 1:
+        raise ValueError("--permutations and --seeds must be at least 1")
+    extra = []
+    for name in args.methods:
+        key = common.method_key(name)
+        if key != "shapcam" and key not in extra:
+            extra.append(key)
+    r = common.start(args, TABLE1, TABLE1_FIELDS, TABLE1_KEY, {}, prefer_nonlinear=True)
+    r.config["argv"] = list(argv) if argv is not None else sys.argv[1:]
+    warning = _linear_warning(r)
+    units = [("shapcam", str(p), str(s)) for s in range(args.seeds) for p in perms] + [(m, "0", "0") for m in extra]
+    todo = [(rec, u) for rec in r.mine for u in units if (rec.file, *u) not in r.done]
+    skipped = len(r.mine) * len(units) - len(todo)
+    if skipped and r.env.is_main:
+        common.log(f"{TABLE1}: resuming, {skipped} rows of rank {r.env.rank} already done")
+    pending = [rec for rec in r.mine if any((rec.file, *u) not in r.done for u in units)]
+    logits_fn = r.model.logits_fn()
+    computed = 0
+
+    def rows_for(sub, exp, saliency, method, p, seed, seconds):
+        conf = metrics.confidence_scores(logits_fn, exp.image, saliency, exp.target, batch_size=args.chunk_size)
+        predicted = exp.logits.argmax(dim=1).tolist()
+        return [{"image": rec.file, "method": method, "permutations": p, "seed": seed, "target": int(exp.target[j]),
+                 "predicted": int(predicted[j]), "Y": float(conf.Y[j]), "O": float(conf.O[j]),
+                 "D": float(conf.D[j]), "ic": float(conf.ic[j]), "ad": float(conf.ad[j]),
+                 "add": float(conf.add[j]), "seconds": seconds} for j, rec in enumerate(sub)]
+
+    try:
+        with r.progress_bar(len(todo), TABLE1) as bar:
+            for batch in common.batches(pending, args.batch_size):
+                images, _ = load_batch(args.data, batch, r.model.input_size)
+                for seed in range(args.seeds):
+                    idx = [i for i, rec in enumerate(batch)
+                           if any((rec.file, "shapcam", str(p), str(seed)) not in r.done for p in perms)]
+                    if not idx:
+                        continue
+                    sub = [batch[i] for i in idx]
+                    exp = camlib.explain(r.model, images[idx], "shapcam", layer=r.layer.name, target=r.targets(sub),
+                                         batch_size=args.chunk_size, permutations=perms[-1], seed=seed)
+                    running = exp.info["running"]
+                    for p in perms:
+                        _, saliency, _ = saliency_maps(running[p - 1], exp.activations, tuple(exp.image.shape[-2:]))
+                        rows = rows_for(sub, exp, saliency, "shapcam", p, seed, exp.seconds / len(sub))
+                        rows = [row for row in rows if (row["image"], "shapcam", str(p), str(seed)) not in r.done]
+                        r.store.append(rows)
+                        computed += len(rows)
+                        bar.update(len(rows))
+                for key in extra:
+                    idx = [i for i, rec in enumerate(batch) if (rec.file, key, "0", "0") not in r.done]
+                    if not idx:
+                        continue
+                    sub = [batch[i] for i in idx]
+                    exp = camlib.explain(r.model, images[idx], key, layer=r.layer.name, target=r.targets(sub),
+                                         batch_size=args.chunk_size)
+                    rows = rows_for(sub, exp, exp.saliency, key, 0, 0, exp.seconds / len(sub))
+                    r.store.append(rows)
+                    computed += len(rows)
+                    bar.update(len(rows))
+    finally:
+        r.store.close()
+    text = common.finish(r, lambda run, rows: table1_markdown(run, rows, perms, args.seeds, extra, warning))
+    return {"computed": computed, "skipped": skipped, "markdown": text}
+
+
+def _per_image_mean(rows: list[dict], field: str) -> dict[str, float]:
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        values.setdefault(row["image"], []).append(float(row[field]))
+    return {image: sum(v) / len(v) for image, v in values.items()}
+
+
+METRICS = (("IC (%)", "ic", True), ("AD (%)", "ad", False), ("ADD (%)", "add", True))
+
+
+def table1_markdown(r, rows: list[dict], perms, seeds: int, extra, warning: str | None) -> str:
+    rows = common.selected_rows(r, rows)
+    n_images = len({row["image"] for row in rows})
+    groups = [(f"shapcam_{p}", [row for row in rows if row["method"] == "shapcam" and row["permutations"] == str(p)
+                                and int(row["seed"]) < seeds]) for p in perms]
+    groups += [(key, [row for row in rows if row["method"] == key]) for key in extra]
+    headers = ["Method", "runs × images", *[m[0] + " mean ± sd(runs) [95 % CI]" for m in METRICS], "s / image"]
+    cells, means = [], {m[1]: [] for m in METRICS}
+    per_image = {}
+    for label, mine in groups:
+        if not mine:
+            continue
+        runs = sorted({row["seed"] for row in mine})
+        line = [common.method_title(label), f"{len(runs)} × {len({row['image'] for row in mine})}"]
+        for _, field, _ in METRICS:
+            by_run = [100.0 * statistics.fmean(float(row[field]) for row in mine if row["seed"] == s) for s in runs]
+            mean = statistics.fmean(by_run)
+            sd = statistics.stdev(by_run) if len(by_run) > 1 else 0.0
+            avg = _per_image_mean(mine, field)
+            per_image[(label, field)] = avg
+            binary = all(v in (0.0, 1.0) for v in avg.values())
+            s = summary_or_none(list(avg.values()), 100.0, "wilson" if field == "ic" and binary else "t")
+            line.append(f"{mean:.2f} ± {sd:.2f} [{s.ci_low:.2f}, {s.ci_high:.2f}]")
+            means[field].append(mean)
+        line.append(f"{statistics.fmean(float(row['seconds']) for row in mine):.3g}")
+        cells.append(line)
+    for j, (_, field, higher) in enumerate(METRICS):
+        bold_best(cells, means[field], 2 + j, higher)
+    tail = "linear" if r.layer.linear_tail else "nonlinear"
+    target = "ground-truth class" if r.args.target == "gt" else "predicted class"
+    lines = [f"# SHAP-CAM faithfulness vs \\|Π\\|: {r.model.title}, layer `{r.layer.name}` ({tail} tail)", ""]
+    if warning:
+        lines += [f"> **{warning}**", ""]
+    lines += [f"`{common.command_line(r.config.get('argv'), TABLE1.replace('_', '-'))}`", "",
+              f"{n_images} images of `{r.args.data}`; target = {target}; {seeds} runs (orderings seeds "
+              f"0..{seeds - 1}); SHAP-CAM_p of a run = the first p orderings of its {perms[-1]}-ordering sequence.",
+              "", markdown_table(headers, cells), "",
+              "mean: the metric over images, averaged over the runs (as the paper's Table 1); sd: its standard "
+              "deviation over the runs; [95 % CI]: over images, of the per-image run-averaged terms. "
+              "`s / image`: time of the run that produced the row (shared by all p of a run).", ""]
+    base = f"shapcam_{perms[0]}"
+    diffs = []
+    for label, _ in groups[1:len(perms)]:
+        if (label, "ic") not in per_image or (base, "ic") not in per_image:
+            continue
+        line = [f"{common.method_title(label)} − {common.method_title(base)}"]
+        for _, field, _ in METRICS:
+            a, b = per_image[(label, field)], per_image[(base, field)]
+            common_images = sorted(set(a) & set(b))
+            s = summary_or_none([a[i] - b[i] for i in common_images], 100.0, "t")
+            line.append("—" if s is None else fmt_summary(s, 2))
+        diffs.append(line)
+    if diffs:
+        lines += ["Paired differences over the same images and runs (mean [95 % CI], percentage points):", "",
+                  markdown_table(["Difference", *[m[0] for m in METRICS]], diffs), ""]
+    return "\n".join(lines)
+
+
+def _main(run, argv) -> int:
+    from camlib.bench.data import DataError
+
+    try:
+        result = run(argv)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result["markdown"]:
+        print(result["markdown"])
+    return 0
+
+
+def main_agreement(argv: Sequence[str] | None = None) -> int:
+    return _main(run_agreement, argv)
+
+
+def main_table1(argv: Sequence[str] | None = None) -> int:
+    return _main(run_table1, argv)
