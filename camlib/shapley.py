@@ -47,6 +47,8 @@ from camlib.split import is_affine_node
 
 # Largest Add representation (numel of D) kept before falling back to per-coalition evaluation.
 MAX_ADD_NUMEL = 64 * 1024 * 1024
+# Elements of materialised prefixes per chunk (~4 MB in float32: the passes over them are memory bound).
+PREFIX_CHUNK_NUMEL = 1024 * 1024
 
 
 # ------------------------------------------------------------------------------------------------
@@ -396,40 +398,44 @@ class FastCoalitions:
 
     @torch.inference_mode()
     def prefix_values(self, permutation: torch.Tensor) -> torch.Tensor:
-        """F^c on the K + 1 prefixes of an ordering; Add boundaries by running cumulative sums."""
+        """F^c on the K + 1 prefixes of an ordering; Add boundaries by running sums along it."""
         permutation = permutation.to(self.device)
         if isinstance(self.final, Add):  # in float64: the differences of prefixes are the D_k
             steps = self.final.d[permutation, self.target].double()
             base = self.final.base[0, self.target].double()
             return torch.cat([base.view(1), base + torch.cumsum(steps, 0)])
-        out = []
-        carries = {b: None for b in self.boundary if isinstance(self.env[b], Add)}
-        for start in range(0, self.n + 1, self.batch_size):
-            stop = min(start + self.batch_size, self.n + 1)
+        # Chunks of prefixes sized to stay in cache (these passes are memory bound).
+        width = max(math.prod(self.env[b].base.shape[1:]) for b in self.boundary
+                    if isinstance(self.env[b], Add)) if self._has_add_boundary else 1
+        rows = max(1, min(self.batch_size, PREFIX_CHUNK_NUMEL // width))
+        out, running = [], {}
+        for start in range(0, self.n + 1, rows):
+            stop = min(start + rows, self.n + 1)
             masks = prefix_masks(permutation, start, stop)
-            values = []
-            for b in self.boundary:
-                value = self.env[b]
-                if isinstance(value, Add):
-                    values.append(self._prefix_sums(value, permutation, start, stop, carries, b))
-                else:
-                    values.append(self._materialize(value, masks))
+            values = [self._prefix_sums(self.env[b], permutation, start, stop, running, b)
+                      if isinstance(self.env[b], Add) else self._materialize(self.env[b], masks)
+                      for b in self.boundary]
             out.append(self._finish(values))
         return torch.cat(out)
 
+    @property
+    def _has_add_boundary(self) -> bool:
+        return any(isinstance(self.env[b], Add) for b in self.boundary)
+
     @staticmethod
-    def _prefix_sums(value: Add, permutation, start, stop, carries, key) -> torch.Tensor:
-        """base + Σ_{i<j} D_{π(i)} for prefixes j = start..stop-1 (carry = sum before ``start``)."""
-        carry = carries[key]
-        if carry is None:
-            carry = torch.zeros_like(value.base)
-        first = max(start - 1, 0)
-        steps = value.d[permutation[first:stop - 1]]
-        sums = carry + torch.cumsum(steps, 0) if steps.shape[0] else carry[:0]
-        if start == 0:
-            sums = torch.cat([carry, sums])
-        carries[key] = sums[-1:]
-        return value.base + sums
+    def _prefix_sums(value: Add, permutation, start, stop, running: dict, key) -> torch.Tensor:
+        """base + Σ_{i<j} D_{π(i)} for the prefixes j = start..stop-1, one in-place add per map
+        (``running[key]`` carries the last prefix of the previous chunk)."""
+        out = torch.empty((stop - start, *value.base.shape[1:]), dtype=value.base.dtype, device=value.base.device)
+        previous = running.get(key)
+        for row, j in enumerate(range(start, stop)):
+            if j == 0:
+                out[row] = value.base[0]
+            else:
+                torch.add(previous, value.d[permutation[j - 1]], out=out[row])
+            previous = out[row]
+        running[key] = previous
+        return out
 
     @torch.inference_mode()
     def leave_one_out(self) -> torch.Tensor:

@@ -26,7 +26,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, methods: Sequence[s
                              "xmin,ymin,xmax,ymax) and the images it lists")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder (CSV + Markdown); re-running with the same folder resumes")
-    parser.add_argument("--model", default="efficientnet_lite0", help="zoo model (default: %(default)s)")
+    parser.add_argument("--model", default="efficientnet_lite0",
+                        help="zoo model (default: %(default)s), or package.module:function returning a CamModel")
     parser.add_argument("--weights", default="default",
                         help="'default' (pretrained), 'none' (random weights, for tests) or a state-dict path")
     parser.add_argument("--layer", default=None, help=layer_help)
@@ -48,6 +49,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, methods: Sequence[s
                         help="most images / tail inputs per network call inside methods and metrics "
                              "(default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--metrics-memory-format", choices=("channels_last", "contiguous"), default="channels_last",
+                        help=argparse.SUPPRESS)
     parser.add_argument("--dist-timeout", type=float, default=24 * 3600.0, help=argparse.SUPPRESS)
 
 
@@ -108,12 +111,44 @@ class Run:
                 raise ValueError(f"{r.file}: class_index {r.class_index} is outside the model's {n_classes} classes")
         return [r.class_index for r in records]
 
+    def logits_fn(self):
+        """images01 -> logits for the metrics. On the CPU a channels-last copy of the network runs
+        them (about 1.5x faster for depthwise convolutions; same values up to float rounding, the
+        same for every row, and the methods themselves still run on the model as loaded)."""
+        if self.device.type != "cpu" or self.args.metrics_memory_format != "channels_last" \
+                or not hasattr(self.model, "module") or self.model.extra_inputs(1)[0]:
+            return self.model.logits_fn()
+        import copy
+
+        module = copy.deepcopy(self.model.module).to(memory_format=torch.channels_last)
+        normalize = self.model.normalize
+
+        def fn(images01: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return module(normalize(images01).contiguous(memory_format=torch.channels_last))
+
+        return fn
+
     def progress_bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
 
         label = f"{desc} [rank {self.env.rank}/{self.env.world_size}]" if self.env.enabled else desc
         return tqdm(total=total, desc=label, unit="row", dynamic_ncols=True,
                     disable=self.args.no_progress or not self.env.is_main)
+
+
+def load_bench_model(name: str, device, weights):
+    """A zoo model by name, or ``package.module:function`` -> ``function(device=..., weights=...)``
+    returning a :class:`camlib.CamModel` (your own network; the tests use a tiny one)."""
+    import camlib
+
+    if ":" not in name:
+        return camlib.load_model(name, device=device, weights=weights)
+    import importlib
+
+    module_name, _, function = name.partition(":")
+    factory = getattr(importlib.import_module(module_name), function)
+    return factory(device=device, weights=weights)
 
 
 def resolve_layer(model, layer: str | None, prefer_nonlinear: bool):
@@ -140,7 +175,7 @@ def start(args: argparse.Namespace, name: str, fields: Sequence[str], key: Seque
         raise ValueError("--batch-size and --chunk-size must be at least 1")
     env, device = distributed.setup(args.device, args.dist_timeout)
     torch.manual_seed(0)
-    model = camlib.load_model(args.model, device=device, weights=parse_weights(args.weights))
+    model = load_bench_model(args.model, device, parse_weights(args.weights))
     layer = resolve_layer(model, args.layer, prefer_nonlinear)
     records = select(load_index(args.data), args.n_images, args.seed)
     config = {"command": name, "model": args.model, "weights": str(args.weights), "layer": layer.name,

@@ -83,7 +83,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     if skipped and r.env.is_main:
         common.log(f"{NAME}: resuming, {skipped} rows of rank {r.env.rank} already done")
     pending = [rec for rec in r.mine if any((rec.file, label) not in r.done for label, _ in methods)]
-    logits_fn = r.model.logits_fn()
+    logits_fn = r.logits_fn()
     computed = 0
     try:
         with r.progress_bar(len(todo), NAME) as bar:

@@ -181,16 +181,17 @@ def floats(rows: Sequence[Mapping], field: str) -> list[float]:
     return [float(r[field]) for r in rows]
 
 
-def best_index(values: Sequence[float], higher: bool) -> int | None:
-    finite = [(v, i) for i, v in enumerate(values) if not math.isnan(v)]
+def best_indices(values: Sequence[float], higher: bool) -> list[int]:
+    """Indices of the best finite value (all of them on a tie); none with fewer than 2 values."""
+    finite = [v for v in values if not math.isnan(v)]
     if len(finite) < 2:
-        return None
-    return (max if higher else min)(finite)[1]
+        return []
+    best = max(finite) if higher else min(finite)
+    return [i for i, v in enumerate(values) if not math.isnan(v) and abs(v - best) <= 1e-12 * max(1.0, abs(best))]
 
 
 def bold_best(cells: list[list[str]], means: Sequence[float], column: int, higher: bool) -> None:
-    i = best_index(means, higher)
-    if i is not None:
+    for i in best_indices(means, higher):
         cells[i][column] = f"**{cells[i][column]}**"
 
 

@@ -31,7 +31,6 @@ import pathlib
 import re
 import statistics
 import sys
-import time
 from typing import Sequence
 
 import torch
@@ -96,7 +95,7 @@ def _reference(r, images, index: int, record, bar) -> tuple[torch.Tensor, float,
     def progress(fraction: float) -> None:
         if fraction - last[0] >= 0.01 or fraction >= 1.0:
             last[0] = fraction
-            bar.set_postfix_str(f"reference {Path_name(record.file)} {100 * fraction:.0f}%")
+            bar.set_postfix_str(f"reference {_short(record.file)} {100 * fraction:.0f}%")
 
     target = r.targets([record])
     exp = camlib.explain(r.model, images[index:index + 1], "shapcam", layer=r.layer.name, target=target,
@@ -111,7 +110,7 @@ def _reference(r, images, index: int, record, bar) -> tuple[torch.Tensor, float,
     return coefficients, exp.seconds, int(exp.target[0])
 
 
-def Path_name(file: str) -> str:  # noqa: N802 - short helper for the progress text
+def _short(file: str) -> str:
     return pathlib.PurePath(file).name
 
 
@@ -278,7 +277,7 @@ def run_table1(argv: Sequence[str] | None = None) -> dict:
     if skipped and r.env.is_main:
         common.log(f"{TABLE1}: resuming, {skipped} rows of rank {r.env.rank} already done")
     pending = [rec for rec in r.mine if any((rec.file, *u) not in r.done for u in units)]
-    logits_fn = r.model.logits_fn()
+    logits_fn = r.logits_fn()
     computed = 0
 
     def rows_for(sub, exp, saliency, method, p, seed, seconds):

@@ -1,0 +1,174 @@
+"""End-to-end tests of ``python -m camlib.bench``: CSV rows, Markdown, resumption, SHAP commands."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench_tiny import make_data, read_csv
+from camlib.bench.__main__ import main
+from camlib.bench import faithfulness, shap
+
+TINY = ["--model", "bench_tiny:build", "--device", "cpu", "--no-progress"]
+FIELDS = ["image", "method", "target", "predicted", "Y", "O", "D", "ic", "ad", "add", "ins_auc", "del_auc",
+          "pointing", "seconds"]
+
+
+@pytest.fixture
+def data(tmp_path):
+    return make_data(tmp_path / "data", n=4)
+
+
+def faith(data, out, *extra):
+    return ["--data", str(data), "--out", str(out), *TINY, "--steps", "5", "--methods", "gradcam", "liftcam",
+            *extra]
+
+
+def test_faithfulness_rows_and_markdown(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["faithfulness", *faith(data, out, "--batch-size", "3")]) == 0
+    rows = read_csv(out / "faithfulness.csv")
+    assert list(rows[0]) == FIELDS
+    assert len(rows) == 8
+    assert [(r["image"], r["method"]) for r in rows] == sorted((f"images/img_{i:03d}.png", m)
+                                                               for i in range(4) for m in ("gradcam", "liftcam"))
+    index = {r["file"]: int(r["class_index"]) for r in read_csv(data / "index.csv")}
+    for r in rows:
+        assert int(r["target"]) == index[r["image"]]  # target = ground-truth class by default
+        for f in ("Y", "O", "D", "ins_auc", "del_auc", "pointing"):
+            assert 0.0 <= float(r[f]) <= 1.0
+        assert float(r["ic"]) == float(float(r["Y"]) < float(r["O"]))
+        y = max(float(r["Y"]), 1e-12)
+        assert float(r["ad"]) == pytest.approx(max(0.0, float(r["Y"]) - float(r["O"])) / y, rel=1e-5, abs=1e-6)
+        assert float(r["add"]) == pytest.approx((float(r["Y"]) - float(r["D"])) / y, rel=1e-5, abs=1e-6)
+        assert float(r["seconds"]) > 0
+    # same image, same Y for every method
+    assert rows[0]["Y"] == rows[1]["Y"]
+
+    md = (out / "faithfulness.md").read_text()
+    assert md == capsys.readouterr().out.rstrip("\n") + "\n"
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert lines[0] == ("| Method | N | IC (%) | AD (%) | ADD (%) | Insertion AUC | Deletion AUC | Pointing (%) "
+                        "| s / image |")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["Grad-CAM", "LIFT-CAM"]
+    assert all(line.split("|")[2].strip() == "4" for line in lines[2:])
+    # the table's AD mean is the CSV's mean x 100
+    ad = [100 * sum(float(r["ad"]) for r in rows if r["method"] == m) / 4 for m in ("gradcam", "liftcam")]
+    for line, mean in zip(lines[2:], ad):
+        cell = line.split("|")[4].strip().strip("*")
+        assert float(cell.split(" [")[0]) == pytest.approx(mean, abs=0.006)
+        low, high = (float(v) for v in cell.split("[")[1].rstrip("]").split(","))
+        assert low <= mean + 0.006 and mean - 0.006 <= high
+    assert "target = ground-truth class" in md
+    assert md.count("**") >= 2 * 6  # a best value per column is bold
+
+
+def test_resume_computes_only_missing_rows(data, tmp_path):
+    out = tmp_path / "out"
+    first = faithfulness.run(faith(data, out, "--n-images", "2"))
+    assert (first["computed"], first["skipped"]) == (4, 0)
+    before = {(r["image"], r["method"]): r for r in read_csv(out / "faithfulness.csv")}
+    second = faithfulness.run(faith(data, out, "--n-images", "4"))
+    assert (second["computed"], second["skipped"]) == (4, 4)
+    after = read_csv(out / "faithfulness.csv")
+    assert len(after) == 8
+    for r in after:  # old rows are kept as they were (same seconds: not recomputed)
+        if (r["image"], r["method"]) in before:
+            assert r == before[(r["image"], r["method"])]
+    third = faithfulness.run(faith(data, out, "--n-images", "4"))
+    assert (third["computed"], third["skipped"]) == (0, 8)
+    # the Markdown of a smaller selection only uses its images
+    faithfulness.run(faith(data, out, "--n-images", "2"))
+    assert "| Grad-CAM | 2 |" in (out / "faithfulness.md").read_text()
+    assert len(read_csv(out / "faithfulness.csv")) == 8
+
+
+def test_resume_after_interruption_mid_row(data, tmp_path):
+    out = tmp_path / "out"
+    faithfulness.run(faith(data, out, "--n-images", "2"))
+    text = (out / "faithfulness.csv").read_text().splitlines(keepends=True)
+    # keep the header and one complete row, then half a row (killed while writing)
+    (out / "faithfulness.csv").write_text("".join(text[:2]) + text[2][:25])
+    result = faithfulness.run(faith(data, out, "--n-images", "2"))
+    assert (result["computed"], result["skipped"]) == (3, 1)
+    rows = read_csv(out / "faithfulness.csv")
+    assert len(rows) == 4 and all(None not in r.values() for r in rows)
+
+
+def test_other_configuration_is_refused(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["faithfulness", *faith(data, out, "--n-images", "1")]) == 0
+    assert main(["faithfulness", *faith(data, out, "--n-images", "1", "--target", "predicted")]) == 2
+    assert "another configuration" in capsys.readouterr().err
+
+
+def test_target_predicted_and_no_auc(data, tmp_path):
+    out = tmp_path / "out"
+    faithfulness.run(["--data", str(data), "--out", str(out), *TINY, "--steps", "0", "--methods", "xgradcam",
+                      "--target", "predicted", "--seed", "3", "--n-images", "3"])
+    rows = read_csv(out / "faithfulness.csv")
+    assert len(rows) == 3
+    assert all(r["target"] == r["predicted"] for r in rows)
+    assert all(math.isnan(float(r["ins_auc"])) for r in rows)
+    md = (out / "faithfulness.md").read_text()
+    assert "| XGrad-CAM | 3 |" in md and "—" in md and "target = predicted class" in md
+
+
+def test_shap_agreement(data, tmp_path):
+    out = tmp_path / "out"
+    result = shap.run_agreement(["--data", str(data), "--out", str(out), *TINY, "--n-images", "2",
+                                 "--methods", "gradcam", "liftcam", "ablationcam", "--permutations", "30",
+                                 "--compare-permutations", "1", "5"])
+    rows = read_csv(out / "shap_agreement.csv")
+    assert sorted({r["method"] for r in rows}) == ["ablationcam", "gradcam", "liftcam", "shapcam_1", "shapcam_5"]
+    assert len(rows) == 10 and all(-1 <= float(r["cosine"]) <= 1 for r in rows)
+    assert len(list((out / "shap_agreement.ref").glob("*.pt"))) == 2
+    md = result["markdown"]
+    assert "cosine to SHAP-CAM" in md and "| LIFT-CAM | 2 |" in md and "SHAP-CAM (\\|Π\\|=5)" in md
+    assert "warning" not in md  # 'features' has a nonlinear tail
+    again = shap.run_agreement(["--data", str(data), "--out", str(out), *TINY, "--n-images", "2",
+                                "--methods", "gradcam", "liftcam", "ablationcam", "--permutations", "30",
+                                "--compare-permutations", "1", "5"])
+    assert again["computed"] == 0
+
+
+def test_shap_agreement_linear_tail_warns_and_lift_is_exact(tmp_path):
+    data = make_data(tmp_path / "data", n=2)
+    out = tmp_path / "out"
+    # efficientnet_lite0 (random weights): the tail after bn2 is linear, so SHAP-CAM_2 is exact
+    result = shap.run_agreement(["--data", str(data), "--out", str(out), "--model", "efficientnet_lite0",
+                                 "--weights", "none", "--device", "cpu", "--no-progress", "--layer", "bn2",
+                                 "--n-images", "1", "--methods", "liftcam", "--permutations", "2",
+                                 "--compare-permutations"])
+    assert "is linear" in result["markdown"]
+    (row,) = read_csv(out / "shap_agreement.csv")
+    assert row["method"] == "liftcam" and float(row["cosine"]) > 0.9999
+
+
+def test_shap_table1(data, tmp_path):
+    out = tmp_path / "out"
+    result = shap.run_table1(["--data", str(data), "--out", str(out), *TINY, "--n-images", "3",
+                              "--permutations", "1", "4", "--seeds", "2", "--methods", "liftcam"])
+    rows = read_csv(out / "shap_table1.csv")
+    assert len(rows) == 3 * 2 * 2 + 3
+    assert {(r["method"], r["permutations"], r["seed"]) for r in rows} == {
+        ("shapcam", "1", "0"), ("shapcam", "1", "1"), ("shapcam", "4", "0"), ("shapcam", "4", "1"),
+        ("liftcam", "0", "0")}
+    md = result["markdown"]
+    assert "| SHAP-CAM (\\|Π\\|=1) | 2 × 3 |" in md and "| LIFT-CAM | 1 × 3 |" in md
+    assert "Paired differences" in md
+    resumed = shap.run_table1(["--data", str(data), "--out", str(out), *TINY, "--n-images", "3",
+                               "--permutations", "1", "4", "--seeds", "3", "--methods", "liftcam"])
+    assert resumed["computed"] == 3 * 2  # only the new seed
+
+
+def test_zoo_model_with_random_weights(tmp_path):
+    data = make_data(tmp_path / "data", n=2)
+    out = tmp_path / "out"
+    assert main(["faithfulness", "--data", str(data), "--out", str(out), "--model", "efficientnet_lite0",
+                 "--weights", "none", "--device", "cpu", "--no-progress", "--steps", "2", "--methods", "gradcampp",
+                 "--layer", "blocks.6"]) == 0
+    rows = read_csv(out / "faithfulness.csv")
+    assert len(rows) == 2 and {r["method"] for r in rows} == {"gradcampp"}
+    assert "layer `blocks" in (out / "faithfulness.md").read_text()
