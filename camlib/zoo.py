@@ -259,7 +259,7 @@ def load_model(name: str = "efficientnet_lite0", device=None, weights: str | os.
     """
     device = resolve_device(device)
     if name == "vqa_shapes":
-        from camlib.vqa import load_cam_model
+        from camlib.vqa.explainable import load_cam_model
         return load_cam_model(device)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")

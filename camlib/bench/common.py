@@ -33,7 +33,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, methods: Sequence[s
     parser.add_argument("--layer", default=None, help=layer_help)
     parser.add_argument("--methods", nargs="*", default=list(methods) if methods is not None else [],
                         metavar="METHOD",
-                        help="CAM methods (default: %(default)s); see 'python -m camlib methods'")
+                        help=f"CAM methods (default: {' '.join(methods) if methods else 'none'}); "
+                             "see 'python -m camlib methods'")
     parser.add_argument("--target", choices=("gt", "predicted"), default="gt",
                         help="class to explain and score: the ground-truth class_index of the index file "
                              "(default) or the model's predicted class")

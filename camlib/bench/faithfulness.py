@@ -22,8 +22,6 @@ import math
 import sys
 from typing import Sequence
 
-import torch
-
 from camlib.bench import common
 from camlib.bench.data import load_batch
 from camlib.bench.report import bold_best, fmt_summary, markdown_table, summary_or_none
@@ -154,9 +152,31 @@ def table(rows: list[dict], labels: Sequence[str]) -> str:
         seconds = sum(float(row["seconds"]) for row in mine) / len(mine)
         line.append(f"{seconds:.3g}")
         cells.append(line)
-    for j, (_, field, _, _, _, higher) in enumerate(COLUMNS):
-        bold_best(cells, means[field], 2 + j, higher)
+    for j, (_, field, _, digits, _, higher) in enumerate(COLUMNS):
+        bold_best(cells, means[field], 2 + j, higher, digits)
     return markdown_table(headers, cells)
+
+
+def paired_table(rows: list[dict], labels: Sequence[str], reference: str) -> str | None:
+    """Per-image paired differences (method − reference) with 95 % t intervals, on the images that
+    have both rows: the method comparison the wide per-method intervals cannot resolve."""
+    by_key = {(row["image"], row["method"]): row for row in rows}
+    cells = []
+    for label in labels:
+        if label == reference:
+            continue
+        images = sorted({img for img, m in by_key if m == label} & {img for img, m in by_key if m == reference})
+        if len(images) < 2:
+            continue
+        line = [f"{common.method_title(label)} − {common.method_title(reference)}", str(len(images))]
+        for _, field, scale, digits, _, _ in COLUMNS:
+            diffs = [float(by_key[(i, label)][field]) - float(by_key[(i, reference)][field]) for i in images]
+            s = summary_or_none(diffs, scale, "t")
+            line.append("—" if s is None else fmt_summary(s, digits))
+        cells.append(line)
+    if not cells:
+        return None
+    return markdown_table(["Difference", "N", *[c[0] for c in COLUMNS]], cells)
 
 
 def markdown(r, rows: list[dict]) -> str:
@@ -174,6 +194,11 @@ def markdown(r, rows: list[dict]) -> str:
              "Higher is better for IC, ADD, insertion AUC and pointing; lower for AD and deletion AUC; "
              "the best mean of each column is bold. `s / image`: the method's share of its batched explain "
              "call (coefficients + map), not the metrics.", ""]
+    if "liftcam" in labels:
+        paired = paired_table(rows, labels, "liftcam")
+        if paired:
+            lines += ["Paired differences to LIFT-CAM on the same images (mean [95 % t interval]; an interval "
+                      "excluding 0 is a difference this sample resolves):", "", paired, ""]
     return "\n".join(lines)
 
 

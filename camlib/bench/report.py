@@ -190,7 +190,11 @@ def best_indices(values: Sequence[float], higher: bool) -> list[int]:
     return [i for i, v in enumerate(values) if not math.isnan(v) and abs(v - best) <= 1e-12 * max(1.0, abs(best))]
 
 
-def bold_best(cells: list[list[str]], means: Sequence[float], column: int, higher: bool) -> None:
+def bold_best(cells: list[list[str]], means: Sequence[float], column: int, higher: bool,
+              digits: int | None = None) -> None:
+    """Bold the best mean(s) of a column; with ``digits``, ties are judged at the shown precision."""
+    if digits is not None:
+        means = [v if math.isnan(v) else round(v, digits) for v in means]
     for i in best_indices(means, higher):
         cells[i][column] = f"**{cells[i][column]}**"
 

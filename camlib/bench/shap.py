@@ -213,7 +213,7 @@ def agreement_markdown(r, rows: list[dict], labels, warning: str | None) -> str:
                       f"{statistics.median(values):.3f}", f"{min(values):.3f}",
                       f"{sum(float(row['seconds']) for row in mine) / len(mine):.3g}"])
         means.append(s.mean if not label.startswith("shapcam_") else math.nan)
-    bold_best(cells, means, 2, True)
+    bold_best(cells, means, 2, True, 3)
     ref_seconds = {row["image"]: float(row["reference_seconds"]) for row in rows}
     tail = "linear" if r.layer.linear_tail else "nonlinear"
     target = "ground-truth class" if r.args.target == "gt" else "predicted class"
@@ -362,7 +362,7 @@ def table1_markdown(r, rows: list[dict], perms, seeds: int, extra, warning: str 
         line.append(f"{statistics.fmean(float(row['seconds']) for row in mine):.3g}")
         cells.append(line)
     for j, (_, field, higher) in enumerate(METRICS):
-        bold_best(cells, means[field], 2 + j, higher)
+        bold_best(cells, means[field], 2 + j, higher, 2)
     tail = "linear" if r.layer.linear_tail else "nonlinear"
     target = "ground-truth class" if r.args.target == "gt" else "predicted class"
     lines = [f"# SHAP-CAM faithfulness vs \\|Π\\|: {r.model.title}, layer `{r.layer.name}` ({tail} tail)", ""]

@@ -7,13 +7,14 @@ an element-wise product and classified by an MLP::
     image (B,3,128,128) in [0,1]
       -> encoder: PixelNorm, AddCoords (+2 channels), 4 x [conv3x3 s2, BN, ReLU],
                   conv3x3 s1, BN, ReLU                    -> CAM layer "encoder", (B,64,8,8)
-      -> image_head: Flatten, Linear(64*8*8, D), ReLU     -> v (B,D)
+      -> image_head: Flatten, Linear(64*8*8, D), BatchNorm1d, ReLU -> v (B,D)
     question (B,T) long, 0 = pad
       -> embedding, LSTM, output at the last non-pad token (torch.gather)
       -> question_fc: Linear(H, D), tanh                  -> q (B,D)
     v * q -> classifier: Linear(D, D), ReLU, Linear(D, n_answers) -> logits
 
-The CAM layer is the output of ``model.encoder`` (its last module is an ``nn.ReLU``).
+The CAM layer is the output of ``model.encoder`` (its last module, ``encoder.16``, is an
+``nn.ReLU``; in a ``torch.fx`` graph the node is ``encoder_16``).
 Everything after it depends only on that output and on the question path, and the
 forward pass is ``torch.fx.symbolic_trace``-able (no data-dependent Python control flow).
 """
@@ -104,7 +105,8 @@ class VQANet(nn.Module):
         self.cam_shape = (c_in, cam_size, cam_size)
 
         self.image_head = nn.Sequential(
-            nn.Flatten(), nn.Linear(c_in * cam_size * cam_size, fused_dim), nn.ReLU())
+            nn.Flatten(), nn.Linear(c_in * cam_size * cam_size, fused_dim),
+            nn.BatchNorm1d(fused_dim), nn.ReLU())
         self.embedding = nn.Embedding(n_words, embed_dim, padding_idx=0)
         self.lstm = nn.LSTM(embed_dim, lstm_hidden, batch_first=True)
         self.question_fc = nn.Sequential(nn.Linear(lstm_hidden, fused_dim), nn.Tanh())

@@ -1,6 +1,6 @@
 """Train VQANet on generated Shapes-VQA data (CPU, seeded, reproducible).
 
-    python -m camlib.vqa.train --epochs 16 --seed 0 --out assets/vqa
+    python -m camlib.vqa.train --epochs 18 --scenes-per-epoch 8000 --threads 1 --seed 0 --out assets/vqa
 
 Every epoch draws fresh training scenes (scene seeds below ``TEST_SEED_BASE``, disjoint
 from the held-out scenes), each with up to ``--per-family`` questions per family.  The
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 from . import scenes
 from .model import CAM_LAYER, CODE_VERSION, DEFAULT_HPARAMS, VQANet, build_model
@@ -42,6 +43,28 @@ def heldout_set(n_scenes: int, with_evidence: bool = False) -> scenes.VQAArrays:
                                 with_evidence=with_evidence)
 
 
+N_FIXED = 300
+"""Size of the fixed held-out question set used by the tests (first questions of heldout_set)."""
+
+
+def fixed_heldout_set() -> scenes.VQAArrays:
+    """The first N_FIXED held-out questions (and their scenes) as arrays."""
+    data = heldout_set(80)   # ~4.4 questions per scene -> ~350 questions
+    keep = slice(0, N_FIXED)
+    if len(data.answers) < N_FIXED:
+        raise RuntimeError("fixed held-out set too small")
+    return scenes.VQAArrays(images=data.images, questions=data.questions[keep],
+                            answers=data.answers[keep], families=data.families[keep],
+                            scene_index=data.scene_index[keep], scene_seeds=data.scene_seeds,
+                            evidence=None, objects=data.objects)
+
+
+def first300_accuracy(model: VQANet) -> float:
+    """Accuracy (%) of ``model`` on :func:`fixed_heldout_set`."""
+    data = fixed_heldout_set()
+    return round(100.0 * float((predict(model, data) == data.answers).mean()), 2)
+
+
 @torch.no_grad()
 def predict(model: VQANet, data: scenes.VQAArrays, batch_scenes: int = 128) -> np.ndarray:
     """Predicted answer ids (N,) for every question of ``data`` (model must be in eval)."""
@@ -50,6 +73,8 @@ def predict(model: VQANet, data: scenes.VQAArrays, batch_scenes: int = 128) -> n
     for start in range(0, len(data.images), batch_scenes):
         stop = min(start + batch_scenes, len(data.images))
         rows = np.nonzero((data.scene_index >= start) & (data.scene_index < stop))[0]
+        if len(rows) == 0:
+            continue
         cam = model.encoder(scenes.to_tensor(data.images[start:stop]))
         q = model.encode_question(questions[rows])
         logits = model.answer(cam[torch.from_numpy(data.scene_index[rows] - start)], q)
@@ -102,6 +127,45 @@ class ParseHead(torch.nn.Module):
                 + 4.0 * F.smooth_l1_loss(pred_offset, offset, beta=0.1))
 
 
+class PositionTied(torch.nn.Module):
+    """Training-time reparametrisation of the image head's Linear weight.
+
+    ``weight = free + shared`` repeated over the ``positions`` cells of the flattened
+    CAM grid, where ``shared`` is (out, C) and ``free`` (out, C*positions) starts at zero.
+    The function class is unchanged (any weight is reachable), but the shared part gets
+    the summed gradient of all cells, so position-invariant read-outs (colour, shape,
+    counts) are learnt an order of magnitude faster; the free part learns position-
+    specific read-outs (relations).  Folded into a plain ``nn.Linear`` weight before
+    saving (see :func:`fold_position_tied`).
+    """
+
+    def __init__(self, out_features: int, channels: int, positions: int, generator):
+        super().__init__()
+        self.positions = positions
+        bound = 1.0 / math.sqrt(channels * positions)
+        init = (torch.rand(out_features, channels, generator=generator) * 2 - 1) * bound
+        self.shared = torch.nn.Parameter(init)
+
+    def forward(self, free: torch.Tensor) -> torch.Tensor:
+        return free + self.shared.repeat_interleave(self.positions, dim=1)
+
+
+def tie_positions(model: VQANet, generator) -> torch.nn.Linear:
+    """Register :class:`PositionTied` on ``model.image_head[1].weight`` (free part zeroed)."""
+    linear = model.image_head[1]
+    channels, size, _ = model.cam_shape
+    with torch.no_grad():
+        linear.weight.zero_()
+    parametrize.register_parametrization(
+        linear, "weight", PositionTied(linear.out_features, channels, size * size, generator))
+    return linear
+
+
+def fold_position_tied(linear: torch.nn.Linear) -> None:
+    """Replace the parametrisation by the plain weight it currently computes."""
+    parametrize.remove_parametrizations(linear, "weight", leave_parametrized=True)
+
+
 def _train_epoch(model, parse_head, aux_weight, optimizer, scheduler, data, batch_scenes,
                  generator) -> tuple[float, float, float]:
     """One pass over ``data`` (scenes shuffled); returns (mean VQA loss, mean auxiliary
@@ -125,8 +189,8 @@ def _train_epoch(model, parse_head, aux_weight, optimizer, scheduler, data, batc
         (loss + aux_weight * aux).backward()
         optimizer.step()
         scheduler.step()
-        total_loss += float(loss) * len(rows)
-        total_aux += float(aux) * len(idx)
+        total_loss += loss.item() * len(rows)
+        total_aux += aux.item() * len(idx)
         total_correct += int((logits.argmax(1) == target).sum())
         count += len(rows)
     return total_loss / count, total_aux / len(order), 100.0 * total_correct / count
@@ -143,16 +207,18 @@ def _source_digest() -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m camlib.vqa.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=18)
     p.add_argument("--scenes-per-epoch", type=int, default=8000)
     p.add_argument("--per-family", type=int, default=2, help="questions per family per scene")
-    p.add_argument("--batch-scenes", type=int, default=32)
+    p.add_argument("--batch-scenes", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-scenes", type=int, default=2000)
     p.add_argument("--aux-weight", type=float, default=1.0,
                    help="weight of the training-only scene-parsing loss (see ParseHead)")
+    p.add_argument("--tie-positions", type=int, default=1,
+                   help="1: train the image head with the PositionTied reparametrisation")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("assets/vqa"))
     p.add_argument("--hparams", type=json.loads, default={},
@@ -173,6 +239,7 @@ def main(argv=None) -> dict:
     hparams = {**DEFAULT_HPARAMS, **args.hparams}
     hparams["channels"] = list(hparams["channels"])
     model = build_model(hparams)
+    tied_linear = tie_positions(model, generator) if args.tie_positions else None
     parse_head = ParseHead(model.cam_shape[0])
     params = list(model.parameters()) + list(parse_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -186,24 +253,23 @@ def main(argv=None) -> dict:
         data = scenes.build_dataset(range(first, first + seeds_per_epoch),
                                     question_seed=args.seed * 1000 + epoch,
                                     per_family=args.per_family)
-        loss, aux, acc = _train_epoch(model, parse_head, args.aux_weight, optimizer, scheduler,
-                                 data, args.batch_scenes, generator)
+        loss, aux, acc = _train_epoch(model, parse_head, args.aux_weight, optimizer,
+                                      scheduler, data, args.batch_scenes, generator)
         model.eval()
         v = accuracy_table(predict(model, val), val)
         fams = " ".join(f"{k}={x['accuracy']}" for k, x in v["per_family"].items())
         print(f"epoch {epoch + 1}/{args.epochs} loss {loss:.4f} aux {aux:.4f} train {acc:.1f}% | "
               f"val {v['overall']}% ({fams}) | {time.time() - t0:.0f}s", flush=True)
     train_seconds = time.time() - t0
+    if tied_linear is not None:
+        fold_position_tied(tied_linear)
 
     model.eval()
     test = heldout_set(args.test_scenes)
     table = accuracy_table(predict(model, test), test)
-    sub = heldout_set(60)
-    n300 = 300
-    preds_sub = predict(model, sub)[:n300]
-    first300 = round(100.0 * float((preds_sub == sub.answers[:n300]).mean()), 2)
+    first300 = first300_accuracy(model)
     print(json.dumps(table, indent=1))
-    print(f"held-out first {n300} questions: {first300}%")
+    print(f"held-out first {N_FIXED} questions: {first300}%")
 
     args.out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
@@ -227,7 +293,8 @@ def main(argv=None) -> dict:
         "seed": args.seed,
         "train": {"epochs": args.epochs, "scenes_per_epoch": seeds_per_epoch,
                   "per_family": args.per_family, "batch_scenes": args.batch_scenes,
-                  "lr": args.lr, "aux_weight": args.aux_weight, "weight_decay": args.weight_decay,
+                  "lr": args.lr, "aux_weight": args.aux_weight,
+                  "tie_positions": bool(args.tie_positions), "weight_decay": args.weight_decay,
                   "optimizer": "AdamW + OneCycleLR", "threads": args.threads,
                   "seconds": round(train_seconds, 1), "torch": torch.__version__},
         "command": "python -m camlib.vqa.train " + " ".join(shlex.quote(a) for a in

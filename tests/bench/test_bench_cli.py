@@ -48,7 +48,11 @@ def test_faithfulness_rows_and_markdown(data, tmp_path, capsys):
 
     md = (out / "faithfulness.md").read_text()
     assert md == capsys.readouterr().out.rstrip("\n") + "\n"
-    lines = [line for line in md.splitlines() if line.startswith("|")]
+    blocks = [b for b in md.split("\n\n") if b.startswith("|")]
+    assert len(blocks) == 2  # the means and the paired differences to LIFT-CAM
+    lines = blocks[0].splitlines()
+    paired = blocks[1].splitlines()
+    assert paired[0].startswith("| Difference | N | IC (%)") and paired[2].startswith("| Grad-CAM − LIFT-CAM | 4 |")
     assert lines[0] == ("| Method | N | IC (%) | AD (%) | ADD (%) | Insertion AUC | Deletion AUC | Pointing (%) "
                         "| s / image |")
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["Grad-CAM", "LIFT-CAM"]

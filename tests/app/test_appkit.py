@@ -1,0 +1,133 @@
+"""camlib.appkit's helpers, without Streamlit's runtime: tables, figures, exports, guards."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from camlib import appkit
+
+
+def test_numbers_never_show_nan():
+    assert appkit.fmt(float("nan")) == "—" and appkit.fmt(float("inf")) == "—" and appkit.fmt(None) == "—"
+    assert appkit.fmt_percent(float("nan")) == "—" and appkit.fmt_percent(0.1234) == "12.3%"
+    assert appkit.fmt_fixed(1.0) == "1.0000" and appkit.fmt_fixed(float("-inf")) == "—"
+    assert np.all(np.isfinite(appkit.finite([np.nan, np.inf, -np.inf, 1.0])))
+
+
+def test_coefficient_table_shares_and_ranks():
+    table = appkit.coefficient_table(np.array([1.0, -3.0, 4.0]))
+    assert list(table["rank"]) == [3, 2, 1]
+    assert table["share"].sum() == pytest.approx(1.0)
+    zero_sum = appkit.coefficient_table(np.array([1.0, -1.0]))
+    assert (zero_sum["share"] == 0).all()  # Σα = 0: no division, no NaN
+    assert appkit.top_maps(np.array([1.0, -3.0, 2.0]), 2) == [1, 2]
+
+
+def test_coefficient_figure_hover_and_colours():
+    alpha = np.array([0.5, -2.0, 1.0, 0.0])
+    fig = appkit.coefficient_figure(alpha, top_k=3)
+    bar = fig.data[0]
+    assert list(bar.x) == ["A1", "A2", "A0"]
+    assert bar.marker.color[0] == appkit.NEGATIVE and bar.marker.color[1] == appkit.POSITIVE
+    assert [int(c[0]) for c in bar.customdata] == [1, 2, 0]
+    assert "share of Σα" in bar.hovertemplate and "map" in bar.hovertemplate
+
+
+def test_selected_map_from_plotly_events():
+    assert appkit.selected_map(None) is None
+    assert appkit.selected_map({"selection": {"points": []}}) is None
+    assert appkit.selected_map({"selection": {"points": [{"customdata": [7, 0.1, 3.0], "x": "A7"}]}}) == 7
+    assert appkit.selected_map({"selection": {"points": [{"x": "A12"}]}}) == 12
+    # the browser sends customdata as a dict keyed by position
+    assert appkit.selected_map({"selection": {"points": [{"customdata": {"0": 5, "1": 0.2, "2": 1.0}}]}}) == 5
+    assert appkit.selected_map({"selection": {"points": [{"customdata": {"a": 1}}, {"x": "A3"}]}}) == 3
+    assert appkit.selected_map({"selection": {"points": [{"customdata": None}]}}) is None
+
+
+def test_coefficients_csv_long_format():
+    results = {m: {"coefficients": np.array([0.5, -1.0]), "target": 1, "layer": "bn2"} for m in ("gradcam", "liftcam")}
+    table = pd.read_csv(io.BytesIO(appkit.coefficients_csv(results, "efficientnet_lite0", ["a", "b"])))
+    assert list(table.columns) == ["model", "layer", "target", "target_name", "method", "map", "alpha", "share", "rank"]
+    assert len(table) == 4 and set(table["method"]) == {"gradcam", "liftcam"}
+    assert (table["target_name"] == "b").all()
+    assert appkit.coefficients_csv({}, "m", []) == b""
+
+
+def test_map_saliency_constant_map_is_zero_not_nan():
+    maps = np.ones((3, 4, 4), dtype=np.float32)
+    saliency, constant = appkit.map_saliency(np.array([-1.0, -1.0, -1.0]), maps, (8, 8))
+    assert constant and saliency.shape == (8, 8) and not saliency.any()
+    a, flat = appkit.activation_map(np.zeros((2, 3, 3)), 1)
+    assert flat and not a.any()
+
+
+def test_overlays_and_png():
+    image = Image.new("RGB", (40, 30), (100, 100, 100))
+    out = appkit.overlay_image(image, np.full((7, 7), np.nan), 0.5)
+    assert out.shape == (30, 40, 3) and out.dtype == np.uint8
+    png = appkit.overlay_png(image, np.random.default_rng(0).random((7, 7)), 0.5)
+    assert Image.open(io.BytesIO(png)).size == (40, 30)
+    e, e_inv = appkit.explanation_images(image, np.ones((224, 224)))
+    assert (e == 100).all() and (e_inv == 0).all()
+    boxed = appkit.draw_boxes(image, [(5, 5, 20, 20)])
+    assert boxed.shape == (30, 40, 3) and (boxed != 100).any()
+
+
+def test_current_image_boxes_scale_and_working_size():
+    big = Image.new("RGB", (1000, 500))
+    current = appkit.make_current(big, "big", "test", boxes=[(0, 0, 499, 249)])
+    assert current.image.size == (512, 256) and current.size == (1000, 500)
+    assert current.boxes_at(224, 224) == [(0, 0, 111, 111)]
+    assert appkit.make_current(Image.new("RGB", (10, 10)), "s", "t").boxes_at(224, 224) == []
+
+
+def test_pointing_game():
+    saliency = np.zeros((10, 10))
+    saliency[:5, :5] = 1
+    assert appkit.pointing_game(saliency, [(0, 0, 4, 4)]) == pytest.approx(1.0)
+    assert appkit.pointing_game(saliency, []) is None
+    assert appkit.pointing_game(np.zeros((10, 10)), [(0, 0, 4, 4)]) == 0.0
+
+
+def test_grid_and_compute_order():
+    assert [appkit.grid_columns(n) for n in (1, 3, 4, 5, 6, 7, 8)] == [1, 3, 4, 3, 3, 4, 4]
+    assert appkit.ordered_for_compute(["scorecam", "gradcam", "ablationcam", "liftcam"]) == \
+        ["gradcam", "liftcam", "scorecam", "ablationcam"]
+    assert appkit.snapshot_counts(50) == [1, 5, 10, 50]
+    assert appkit.snapshot_counts(1) == [1]
+    assert appkit.snapshot_counts(500) == [10, 50, 100, 500]
+
+
+def test_target_options_put_top5_first():
+    probabilities = np.array([0.1, 0.5, 0.05, 0.2, 0.1, 0.05])
+    names = ["f", "e", "d", "c", "b", "a"]
+    options = appkit.target_options(probabilities, names)
+    assert options[0] == appkit.PREDICTED and options[1:3] == [1, 3] and sorted(options[1:]) == list(range(6))
+    assert appkit.target_label(appkit.PREDICTED, probabilities, names).startswith("Predicted class: e")
+    assert appkit.target_label(3, probabilities, names) == "c (20.0%)"
+
+
+def test_figures_build():
+    result = {"perms": np.arange(1, 6), "cos_lift": np.linspace(0.5, 1, 10).reshape(2, 5),
+              "cos_pooled": np.ones((2, 5))}
+    fig = appkit.convergence_figure(result, "lift", {"Grad-CAM": 0.4})
+    assert len(fig.data) == 2  # band + mean
+    fig = appkit.convergence_figure({**result, "cos_lift": result["cos_lift"][:1]}, "lift", {})
+    assert len(fig.data) == 1
+    curves = {"deltas": np.linspace(0, 1, 3), "ins": np.array([0, .5, 1]), "del": np.array([1, .5, 0]),
+              "ins_auc": 0.5, "del_auc": 0.5}
+    assert len(appkit.insertion_deletion_figure(curves).data) == 2
+    table = appkit.top_classes(np.array([0.2, 0.8]), ["x", "y"], k=2)
+    assert list(table["class"]) == ["y", "x"] and math.isclose(table["probability"][0], 0.8)
+
+
+def test_model_status():
+    assert appkit.model_status(appkit.DEFAULT_MODEL) is None
+    assert appkit.model_status("nope")
+    assert "vqa_shapes" not in appkit.IMAGE_MODELS and appkit.DEFAULT_MODEL in appkit.IMAGE_MODELS

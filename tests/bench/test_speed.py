@@ -1,0 +1,62 @@
+"""The speed benchmark (camlib.bench.speed): the CLI end to end on a tiny configuration, and the
+coefficient-agreement checker. No timing assertions: timings are machine- and load-dependent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("pytorch_grad_cam")
+
+from camlib.bench import speed  # noqa: E402
+
+
+def test_speed_cli_writes_markdown(tmp_path):
+    out, raw = tmp_path / "speed.md", tmp_path / "speed.json"
+    code = speed.main(["--models", "resnet18", "--methods", "gradcam", "xgradcam", "--libraries", "camlib", "pgc",
+                       "--repeats", "1", "--batch", "2", "--batch-repeats", "1", "--device", "cpu",
+                       "--out", str(out), "--json", str(raw)])
+    assert code == 0
+    text = out.read_text()
+    assert "| model | layer | method | library |" in text
+    for cell in ("| resnet18 | layer4 | forward |", "| resnet18 | layer4 | gradcam | camlib |",
+                 "| resnet18 | layer4 | xgradcam | pytorch-grad-cam |"):
+        assert cell in text
+    assert "Machine:" in text and "torch " + torch.__version__ in text
+    assert "### Coefficient agreement" in text and "### Batches" in text and "### Targets" in text
+    results = json.loads(raw.read_text())
+    model = results["models"][0]
+    assert set(model["seconds"]) >= {"torch/forward", "camlib/gradcam", "pgc/gradcam", "camlib/xgradcam"}
+    assert all(t > 0 for t in model["seconds"].values())
+    # memory column: one fresh subprocess per case, each answered
+    assert set(model["memory"]) == set(model["seconds"])
+    assert all(isinstance(b, int) and b >= 0 for b in model["memory"].values())
+    assert all(r["ok"] for r in model["agreement"])
+
+
+def test_agreement_gradcam_pgc_resnet18(resnet18):
+    rows = speed.check_agreement(resnet18, methods=("gradcam",), libraries=("pgc",))
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["method"], row["peer"], row["coincide"]) == ("gradcam", "pgc", True)
+    assert row["max_rel"] < 1e-4 and row["max_abs"] < 1e-6
+    assert row["ok"]
+
+
+def test_agreement_detects_a_difference(resnet18):
+    """The check is not vacuous: coefficients that differ give a large relative difference."""
+    a = torch.tensor([1.0, -2.0, 0.5])
+    assert speed.compare(a, a) == (0.0, 0.0)
+    diff, rel = speed.compare(a, a + torch.tensor([0.0, 0.2, 0.0]))
+    assert diff == pytest.approx(0.2) and rel == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        speed.compare(a, a[:2])
+
+
+def test_peak_memory_sees_torch_allocations():
+    with speed.PeakMemory(torch.device("cpu")) as peak:
+        x = torch.ones(64, 1024, 1024)  # 256 MiB, touched
+        del x
+    assert peak.peak > 200 * 2**20
