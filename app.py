@@ -22,6 +22,7 @@ st.session_state[appkit.ENTRYPOINT_SEEN] = True
 PAGES = [
     (st.Page(HERE / "pages/1_Explain.py", title="Explain an image", icon=":material/local_fire_department:", default=True), True),
     (st.Page(HERE / "pages/2_SHAP_vs_LIFT.py", title="SHAP-CAM vs LIFT-CAM", icon=":material/casino:"), True),
+    (st.Page(HERE / "pages/3_VQA.py", title="VQA", icon=":material/quiz:"), False),
     (st.Page(HERE / "pages/4_Faithfulness.py", title="Faithfulness", icon=":material/trending_down:"), True),
     (st.Page(HERE / "pages/5_How_it_works.py", title="How it works", icon=":material/menu_book:"), False),
 ]

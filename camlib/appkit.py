@@ -361,12 +361,18 @@ def _tensor(image: Image.Image, model: camlib.CamModel) -> torch.Tensor:
     return to_tensor01(image, model.input_size)
 
 
+def _inputs(question: str | None) -> dict:
+    """The model inputs besides the image: the question of the VQA model (held fixed), else none."""
+    return {} if question is None else {"question": question}
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
-def predictions(model_name: str, image_key: str, _image: Image.Image) -> np.ndarray:
-    """Softmax probabilities (n_classes,) of the model on the image."""
+def predictions(model_name: str, image_key: str, _image: Image.Image, question: str | None = None) -> np.ndarray:
+    """Softmax probabilities (n_classes,) of the model on the image (VQA: answering ``question``)."""
     model = get_model(model_name)
     x = _tensor(_image, model)[None].to(model.device)
-    logits = model.predict(x)[0].float()
+    extra, _ = model.extra_inputs(1, **_inputs(question))
+    logits = model.predict(x, *extra)[0].float()
     return finite(torch.softmax(logits, 0).cpu().numpy())
 
 
@@ -383,17 +389,18 @@ def target_options(probabilities: np.ndarray, class_names: Sequence[str]) -> lis
     return [PREDICTED, *top, *rest]
 
 
-def target_label(option, probabilities: np.ndarray, class_names: Sequence[str]) -> str:
+def target_label(option, probabilities: np.ndarray, class_names: Sequence[str], noun: str = "class") -> str:
+    """A target picker entry: the prediction (``noun``: "class", or "answer" for VQA) or one class."""
     if option is None or option == PREDICTED:
         top = int(np.argmax(probabilities))
-        return f"Predicted class: {class_names[top]} ({fmt_percent(probabilities[top])})"
+        return f"Predicted {noun}: {class_names[top]} ({fmt_percent(probabilities[top])})"
     return f"{class_names[option]} ({fmt_percent(probabilities[option])})"
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def explanation(model_name: str, image_key: str, _image: Image.Image, method: str, layer: str, target: int,
-                permutations: int = 10, seed: int = 0, _progress=None) -> dict:
-    """One method's explanation as plain arrays.
+                permutations: int = 10, seed: int = 0, _progress=None, question: str | None = None) -> dict:
+    """One method's explanation as plain arrays (VQA: of the answer to ``question``, held fixed).
 
     Keys: ``method``, ``title``, ``layer``, ``target``, ``coefficients`` (K,) float64, ``cam`` (h, w),
     ``saliency`` (H, W) float32 in [0, 1] at the model's input size, ``constant`` (bool: the map is
@@ -404,7 +411,7 @@ def explanation(model_name: str, image_key: str, _image: Image.Image, method: st
     options = {"permutations": int(permutations), "seed": int(seed)} if method == "shapcam" else {}
     start = time.perf_counter()
     exp = camlib.explain(model, _tensor(_image, model), method, layer=layer, target=int(target),
-                         batch_size=BATCH_SIZE, progress=_progress, **options)
+                         batch_size=BATCH_SIZE, progress=_progress, **options, **_inputs(question))
     seconds = time.perf_counter() - start
     local = exp.info.get("local_accuracy")
     return {
@@ -422,12 +429,15 @@ def explanation(model_name: str, image_key: str, _image: Image.Image, method: st
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def activations(model_name: str, image_key: str, _image: Image.Image, layer: str) -> np.ndarray:
-    """The activation maps A = f^[l](x), (K, h, w) float32."""
+def activations(model_name: str, image_key: str, _image: Image.Image, layer: str,
+                question: str | None = None) -> np.ndarray:
+    """The activation maps A = f^[l](x), (K, h, w) float32 (VQA: they do not depend on the question,
+    but the network's head takes one)."""
     model = get_model(model_name)
     split = model.split(layer)
+    extra, _ = model.extra_inputs(1, **_inputs(question))
     with torch.inference_mode():
-        a, *_ = split.head(model.normalize(_tensor(_image, model)[None].to(model.device)))
+        a, *_ = split.head(model.normalize(_tensor(_image, model)[None].to(model.device)), *extra)
     return finite(a[0].float().cpu().numpy()).astype(np.float32)
 
 

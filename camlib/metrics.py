@@ -9,7 +9,8 @@ never imports the CAM engine:
 * Sec. 4.3.2 -- insertion / deletion probability curves and their AUC:
   :func:`insertion_deletion`, :func:`top_fraction_mask`, :func:`auc`.
 * Sec. 4.3.3 -- energy-based pointing game (Eq. 14):
-  :func:`energy_pointing_game`, :func:`boxes_to_mask`, :func:`scale_boxes`.
+  :func:`energy_pointing_game`, :func:`boxes_to_mask`, :func:`scale_boxes`, and
+  :func:`energy_in_mask` for pixel masks (Shapes-VQA's exact evidence).
 * Sec. 4.2 -- cosine similarity of coefficient vectors (Table 2):
   :func:`cosine_similarity`.
 * Aggregation with a 95 % confidence interval: :func:`summarize`.
@@ -62,6 +63,7 @@ __all__ = [
     "boxes_to_mask",
     "scale_boxes",
     "energy_pointing_game",
+    "energy_in_mask",
     "cosine_similarity",
     "summarize",
 ]
@@ -687,8 +689,37 @@ def energy_pointing_game(saliency: Tensor, boxes: Union[Tensor, Sequence[BoxesLi
     if len(boxes) != batch:
         raise ValueError(f"got boxes for {len(boxes)} images, saliency has B = {batch}")
     masks = torch.stack([boxes_to_mask(boxes[i], height, width, device=sal.device) for i in range(batch)])
-    sal = sal.float()
-    inside = (sal * masks).sum(dim=(1, 2))
+    return energy_in_mask(sal, masks)
+
+
+@torch.inference_mode()
+def energy_in_mask(saliency: Tensor, masks: Tensor) -> Tensor:
+    """Energy-based pointing game against pixel masks instead of boxes (Eq. 14 with any region).
+
+    .. math::
+        \\text{Proportion} = \\frac{\\sum_{(i,j)} s(u(L))_{ij} \\, M_{ij}}
+                                  {\\sum_{(i,j)} s(u(L))_{ij}}
+
+    ``M`` is a ground-truth evidence mask (e.g. the exact object masks of a
+    Shapes-VQA question), in the saliency's pixel coordinates.  A map spread
+    uniformly scores the mask's area fraction ``mean(M)``, the chance level to
+    compare against.  An all-zero saliency (0/0) and an empty mask give 0, not NaN.
+
+    Args:
+        saliency: (B, H, W) in [0, 1].
+        masks: (B, H, W) (or (H, W), shared by all images) bool or 0/1.
+
+    Returns:
+        (B,) float32 proportions in [0, 1].
+    """
+    sal = _check_saliency(saliency).float()
+    m = torch.as_tensor(masks, device=sal.device)
+    if m.dim() == 2 and m.shape == sal.shape[1:]:
+        m = m.expand_as(sal)
+    if m.shape != sal.shape:
+        raise ValueError(f"masks of shape {tuple(m.shape)} do not match the saliency's {tuple(sal.shape)}")
+    m = m.bool().float()
+    inside = (sal * m).sum(dim=(1, 2))
     total = sal.sum(dim=(1, 2))
     positive = total > 0
     return torch.where(positive, inside / torch.where(positive, total, torch.ones_like(total)), torch.zeros_like(total))

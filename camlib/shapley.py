@@ -124,6 +124,7 @@ class NaiveCoalitions:
 @dataclasses.dataclass
 class Fixed:
     value: object
+    batched: bool = False  # has the batch dimension (derived from a fixed input), unlike a parameter
 
 
 @dataclasses.dataclass
@@ -203,7 +204,7 @@ class FastCoalitions:
         placeholders = [n for n in self.tail.graph.nodes if n.op == "placeholder"]
         env[placeholders[0]] = Sep(activations, torch.zeros_like(activations))
         for node, value in zip(placeholders[1:], fixed):
-            env[node] = Fixed(value)
+            env[node] = Fixed(value, batched=True)
         for node in self.tail.graph.nodes:
             if node.op in ("placeholder", "output"):
                 continue
@@ -214,7 +215,7 @@ class FastCoalitions:
         inputs = [env[a] for a in node.all_input_nodes]
         if all(isinstance(v, Fixed) for v in inputs):
             args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: env[a].value)
-            return Fixed(_run(node, self.modules, self.tail, args, kwargs))
+            return Fixed(_run(node, self.modules, self.tail, args, kwargs), any(v.batched for v in inputs))
         if any(isinstance(v, Opaque) for v in inputs) or "tensor_meta" not in node.meta:
             return OPAQUE
         dependent = [v for v in inputs if not isinstance(v, Fixed)]
@@ -368,7 +369,9 @@ class FastCoalitions:
         m = masks.shape[0]
         if isinstance(value, Fixed):
             v = value.value
-            return v.expand(m, *v.shape[1:]) if isinstance(v, torch.Tensor) and v.dim() > 0 else v
+            if value.batched and isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == 1:
+                return v.expand(m, *v.shape[1:])
+            return v
         if isinstance(value, SepFlat):
             return self._materialize(value.sep, masks).flatten(1)
         if isinstance(value, Sep):

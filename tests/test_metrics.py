@@ -24,6 +24,7 @@ from camlib.metrics import (
     boxes_to_mask,
     confidence_scores,
     cosine_similarity,
+    energy_in_mask,
     energy_pointing_game,
     explanation_images,
     insertion_deletion,
@@ -337,6 +338,25 @@ def test_energy_pointing_game(device):
         torch.testing.assert_close(energy_pointing_game(sal[i : i + 1], [boxes[i]]), got[i : i + 1])
     dense = energy_pointing_game(sal[:1], torch.tensor([[[0, 0, 1, 1], [1, 1, 2, 2]]]))
     torch.testing.assert_close(dense, got[:1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_energy_in_mask(device):
+    ramp = torch.arange(16, dtype=torch.float32).view(4, 4) / 15
+    triangle = torch.tril(torch.ones(4, 4, dtype=torch.bool))  # 10 pixels, not a box
+    sal = torch.stack([torch.ones(4, 4), ramp, ramp, torch.zeros(4, 4)]).to(device)
+    masks = torch.stack([triangle, triangle, torch.zeros(4, 4, dtype=torch.bool), triangle]).to(device)
+    got = energy_in_mask(sal, masks)
+    assert got.device.type == device and got.dtype == torch.float32
+    # uniform map: the area fraction; ramp: (0 + 4+5 + 8+9+10 + 12+...+15) / 120; empty mask, zero map: 0
+    torch.testing.assert_close(got.cpu(), torch.tensor([10 / 16, 90 / 120, 0.0, 0.0]))
+    # one (H, W) mask for the whole batch; 0/1 floats count as a mask
+    torch.testing.assert_close(energy_in_mask(sal[:2], triangle.float().to(device)), got[:2])
+    # a box mask gives the box pointing game
+    box = boxes_to_mask([[0, 0, 1, 1]], 4, 4, device=device)
+    torch.testing.assert_close(energy_in_mask(sal, box), energy_pointing_game(sal, [[[0, 0, 1, 1]]] * 4))
+    with pytest.raises(ValueError, match="do not match"):
+        energy_in_mask(sal, torch.ones(3, 3, dtype=torch.bool))
 
 
 def test_scale_boxes():

@@ -136,31 +136,35 @@ COLUMNS = (("IC (%)", "ic", 100.0, 1, "wilson", True),
            ("Pointing (%)", "pointing", 100.0, 2, "t", True))
 
 
-def table(rows: list[dict], labels: Sequence[str]) -> str:
-    """Markdown table of means [95 % CI] per method (rows: CSV dicts)."""
-    headers = ["Method", "N", *[c[0] for c in COLUMNS], "s / image"]
-    cells, means = [], {c[1]: [] for c in COLUMNS}
+def table(rows: list[dict], labels: Sequence[str], columns=COLUMNS, unit: str = "image") -> str:
+    """Markdown table of means [95 % CI] per method (rows: CSV dicts; ``columns`` as :data:`COLUMNS`;
+    NaN values, e.g. a pointing game without a mask, are left out of their column's mean; ``unit``
+    names the item in the time column, "s / image")."""
+    headers = ["Method", "N", *[c[0] for c in columns], f"s / {unit}"]
+    cells, means = [], {c[1]: [] for c in columns}
     for label in labels:
         mine = [row for row in rows if row["method"] == label]
         if not mine:
             continue
         line = [common.method_title(label), str(len(mine))]
-        for _, field, scale, digits, interval, _ in COLUMNS:
+        for _, field, scale, digits, interval, _ in columns:
             s = summary_or_none([float(row[field]) for row in mine], scale, interval)
             line.append("—" if s is None else fmt_summary(s, digits))
             means[field].append(math.nan if s is None else s.mean)
         seconds = sum(float(row["seconds"]) for row in mine) / len(mine)
         line.append(f"{seconds:.3g}")
         cells.append(line)
-    for j, (_, field, _, digits, _, higher) in enumerate(COLUMNS):
+    for j, (_, field, _, digits, _, higher) in enumerate(columns):
         bold_best(cells, means[field], 2 + j, higher, digits)
     return markdown_table(headers, cells)
 
 
-def paired_table(rows: list[dict], labels: Sequence[str], reference: str) -> str | None:
+def paired_table(rows: list[dict], labels: Sequence[str], reference: str, columns=COLUMNS,
+                 item: str = "image") -> str | None:
     """Per-image paired differences (method − reference) with 95 % t intervals, on the images that
-    have both rows: the method comparison the wide per-method intervals cannot resolve."""
-    by_key = {(row["image"], row["method"]): row for row in rows}
+    have both rows: the method comparison the wide per-method intervals cannot resolve. ``item``:
+    the CSV column naming the item (``image``; ``question_id`` for VQA); NaN differences are left out."""
+    by_key = {(row[item], row["method"]): row for row in rows}
     cells = []
     for label in labels:
         if label == reference:
@@ -169,14 +173,14 @@ def paired_table(rows: list[dict], labels: Sequence[str], reference: str) -> str
         if len(images) < 2:
             continue
         line = [f"{common.method_title(label)} − {common.method_title(reference)}", str(len(images))]
-        for _, field, scale, digits, _, _ in COLUMNS:
+        for _, field, scale, digits, _, _ in columns:
             diffs = [float(by_key[(i, label)][field]) - float(by_key[(i, reference)][field]) for i in images]
             s = summary_or_none(diffs, scale, "t")
             line.append("—" if s is None else fmt_summary(s, digits))
         cells.append(line)
     if not cells:
         return None
-    return markdown_table(["Difference", "N", *[c[0] for c in COLUMNS]], cells)
+    return markdown_table(["Difference", "N", *[c[0] for c in columns]], cells)
 
 
 def markdown(r, rows: list[dict]) -> str:

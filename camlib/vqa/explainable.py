@@ -21,7 +21,7 @@ class VQACamModel(CamModel):
         from camlib.vqa import scenes
 
         self.meta = meta
-        self.vocabulary = list(meta.get("vocabulary", scenes.VOCAB))
+        self.vocabulary = list(meta.get("vocab", scenes.VOCAB))  # load_vqa checked it equals scenes.VOCAB
         size = scenes.IMAGE_SIZE
         example = scenes.tokenize("what colour is the circle", self.vocabulary).view(1, -1)
         super().__init__("vqa_shapes", module, device, list(meta.get("answers", scenes.ANSWERS)),
@@ -31,17 +31,28 @@ class VQACamModel(CamModel):
                          note="trained here on generated scenes; the question is held fixed while explaining")
 
     def question_tokens(self, question) -> torch.Tensor:
-        """(1, T) token ids of a question (text or ids); ValueError listing the vocabulary."""
+        """(1, T) token ids of a question (text or ids) on the model's device.
+
+        Raises ``ValueError`` listing the vocabulary for an empty question, an unknown word or
+        an id outside the vocabulary (ids may be right-padded with 0, as the model expects).
+        """
         from camlib.vqa import scenes
 
         if isinstance(question, torch.Tensor):
             tokens = question.long().view(1, -1)
+            if ((tokens < 0) | (tokens >= len(self.vocabulary))).any():
+                raise ValueError(f"token ids must be in 0..{len(self.vocabulary) - 1}; "
+                                 f"the vocabulary is {self.vocabulary[1:]}")
+            words = tokens != 0
+            if (words[:, 1:] & ~words[:, :-1]).any():
+                raise ValueError("padding (id 0) may only follow the words, not precede them")
         else:
             if not isinstance(question, str):
-                raise ValueError("the question must be text (or a tensor of token ids)")
+                raise ValueError("the question must be text (or a tensor of token ids); "
+                                 f"the vocabulary is {self.vocabulary[1:]}")
             tokens = scenes.tokenize(question, self.vocabulary).view(1, -1)
         if tokens.numel() == 0 or not (tokens != 0).any():
-            raise ValueError("the question is empty; words: " + ", ".join(self.vocabulary[1:]))
+            raise ValueError(f"the question is empty; the vocabulary is {self.vocabulary[1:]}")
         return tokens.to(self.device)
 
     def extra_inputs(self, batch: int, question=None, **options):

@@ -1,0 +1,171 @@
+"""The Shapes-VQA model explained with every CAM method, the question held fixed (committed weights)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import camlib
+from camlib import metrics
+from camlib.vqa import scenes
+
+METHODS = [m for m in camlib.list_methods() if m != "cam"]  # CAM needs a linear tail (tested below)
+HELD_OUT = (1_000_000_003, 1_000_000_024)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return camlib.load_model("vqa_shapes", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def hand_scene():
+    """red circle (top left), green triangle (top right), blue square (bottom right)."""
+    return scenes.make_scene([("circle", "red", (28, 40), 11), ("triangle", "green", (90, 30), 10),
+                              ("square", "blue", (96, 88), 11)])
+
+
+def held_out_cases():
+    cases = []
+    for seed in HELD_OUT:
+        scene = scenes.generate_scene(seed)
+        cases += [(scene, q) for q in scenes.generate_questions(scene)]
+    return cases
+
+
+def tail_difference(model, image, text, target):
+    """F^c(A; q) − F^c(0; q) from the split at the CAM layer, and again from VQANet's own halves."""
+    split = model.split("encoder")
+    tokens = model.question_tokens(text)
+    net = model.module
+    with torch.inference_mode():
+        activations, *fixed = split.head(model.normalize(image), tokens)
+        full = split.tail(activations, *fixed)[0, target]
+        zero = split.tail(torch.zeros_like(activations), *fixed)[0, target]
+        q = net.encode_question(tokens)
+        a = net.encoder(image)
+        direct = net.answer(a, q)[0, target] - net.answer(torch.zeros_like(a), q)[0, target]
+    torch.testing.assert_close(full - zero, direct, rtol=1e-5, atol=1e-5)
+    return float(full - zero)
+
+
+def test_vocabulary_comes_from_the_metadata(model):
+    assert "vocab" in model.meta
+    assert model.vocabulary == list(model.meta["vocab"]) == list(scenes.VOCAB)
+    assert model.class_names == list(scenes.ANSWERS)
+
+
+def test_liftcam_local_accuracy_with_the_question_fixed(model):
+    checked = 0
+    for scene, question in held_out_cases():
+        image = scenes.to_tensor(scene.image)
+        for target in (None, question.answer_id, scenes.ANSWERS.index("no")):
+            exp = camlib.explain(model, image, "liftcam", target=target, question=question.text)
+            c = int(exp.target[0])
+            delta = tail_difference(model, image, question.text, c)
+            total = float(exp.coefficients[0].double().sum())
+            assert abs(total - delta) <= 1e-4 * abs(delta), (question.text, c, total, delta)
+            # the engine's own record agrees
+            recorded_total, recorded_delta = (float(v[0]) for v in exp.info["local_accuracy"])
+            assert math.isclose(recorded_total, total, rel_tol=1e-5, abs_tol=1e-6)
+            assert math.isclose(recorded_delta, delta, rel_tol=1e-4, abs_tol=1e-5)
+            checked += 1
+    assert checked >= 15
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_and_is_finite(model, method):
+    scene = scenes.generate_scene(HELD_OUT[1])
+    question = scenes.generate_questions(scene)[0]
+    options = {"permutations": 20} if method == "shapcam" else {}
+    exp = camlib.explain(model, scenes.to_tensor(scene.image)[0], method, question=question.text, **options)
+    assert exp.coefficients.shape == (64,)
+    assert torch.isfinite(exp.coefficients).all()
+    assert exp.saliency.shape == (scenes.IMAGE_SIZE, scenes.IMAGE_SIZE)
+    assert torch.isfinite(exp.saliency).all() and exp.saliency.min() >= 0 and exp.saliency.max() <= 1
+    assert not bool(exp.constant)
+    assert model.class_names[int(exp.target)] == question.answer  # the model is right on this scene
+
+
+def test_cam_needs_a_linear_tail(model):
+    scene = scenes.generate_scene(HELD_OUT[0])
+    with pytest.raises(ValueError, match="linear"):
+        camlib.explain(model, scenes.to_tensor(scene.image), "cam", question="how many circles are there?")
+
+
+def test_target_a_chosen_answer(model, hand_scene):
+    image = scenes.to_tensor(hand_scene.image)
+    text = "what colour is the circle?"
+    predicted = camlib.explain(model, image, "liftcam", question=text)
+    assert model.class_names[int(predicted.target[0])] == "red"
+    for target in ("blue", scenes.ANSWERS.index("blue")):
+        exp = camlib.explain(model, image, "gradcam", target=target, question=text)
+        assert model.class_names[int(exp.target[0])] == "blue"
+    blue = camlib.explain(model, image, "liftcam", target="blue", question=text)
+    assert int(blue.target[0]) == scenes.ANSWERS.index("blue")
+    torch.testing.assert_close(blue.logits, predicted.logits)  # same input, another answer explained
+    assert float(metrics.cosine_similarity(blue.coefficients, predicted.coefficients)[0]) < 0.9
+    with pytest.raises(ValueError, match="unknown class name"):
+        camlib.explain(model, image, "gradcam", target="purple", question=text)
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "?", "what colour is the banana?", "is there a red circle??",
+                                 "how many objects are there ? please"])
+def test_bad_questions_raise_listing_the_vocabulary(model, hand_scene, bad):
+    image = scenes.to_tensor(hand_scene.image)
+    with pytest.raises(ValueError, match="vocabulary") as info:
+        camlib.explain(model, image, "liftcam", question=bad)
+    assert "magenta" in str(info.value)  # the list itself, not just the word
+    with pytest.raises(ValueError, match="vocabulary"):
+        model.question_tokens(bad)
+
+
+def test_bad_question_inputs(model, hand_scene):
+    image = scenes.to_tensor(hand_scene.image)
+    with pytest.raises(ValueError, match="question="):
+        camlib.explain(model, image, "liftcam")
+    for tokens in (torch.tensor([[1, 2, 99]]), torch.tensor([[0, 0]]), torch.tensor([[-1]])):
+        with pytest.raises(ValueError, match="vocabulary"):
+            camlib.explain(model, image, "liftcam", question=tokens)
+    with pytest.raises(ValueError, match="padding"):
+        camlib.explain(model, image, "liftcam", question=torch.tensor([[0, 1, 2]]))
+    with pytest.raises(ValueError, match="vocabulary"):
+        camlib.explain(model, image, "liftcam", question=42)
+    # token ids (right-padded) and text give the same explanation
+    ids = torch.cat([scenes.tokenize("what colour is the circle"), torch.zeros(3, dtype=torch.long)])
+    a = camlib.explain(model, image, "liftcam", question=ids)
+    b = camlib.explain(model, image, "liftcam", question="What colour is the circle?")
+    torch.testing.assert_close(a.coefficients, b.coefficients)
+
+
+@pytest.mark.parametrize("method", ["liftcam", "shapcam"])
+def test_the_question_changes_the_answer_and_the_explanation(model, hand_scene, method):
+    """Same image, three questions about three objects: three answers, and the map's energy is
+    largest on the object asked about (its exact mask)."""
+    image = scenes.to_tensor(hand_scene.image)
+    masks = torch.from_numpy(np.stack([o.mask for o in hand_scene.objects]))
+    cases = [("what colour is the circle?", "red", 0), ("what shape is the green object?", "triangle", 1),
+             ("what colour is the square?", "blue", 2)]
+    coefficients = []
+    for text, answer, obj in cases:
+        exp = camlib.explain(model, image, method, question=text, permutations=200)
+        assert model.class_names[int(exp.target[0])] == answer
+        energy = metrics.energy_in_mask(exp.saliency.expand(3, -1, -1), masks)
+        assert int(energy.argmax()) == obj, (text, energy.tolist())
+        assert float(energy[obj]) > 2 * float(masks[obj].float().mean())  # well above a uniform map
+        coefficients.append(exp.coefficients[0])
+    for i in range(3):
+        for j in range(i):
+            assert float(metrics.cosine_similarity(coefficients[i], coefficients[j])) < 0.9
+
+
+def test_batch_of_scenes_with_one_question(model):
+    images = scenes.to_tensor(np.stack([scenes.generate_scene(s).image for s in HELD_OUT]))
+    text = "how many circles are there?"
+    batch = camlib.explain(model, images, "liftcam", question=text)
+    for i in range(2):
+        single = camlib.explain(model, images[i], "liftcam", question=text)
+        torch.testing.assert_close(batch.coefficients[i], single.coefficients, rtol=1e-4, atol=1e-5)
+    # logits_fn holds the question fixed for the metrics
+    fn = model.logits_fn(model.question_tokens(text))
+    torch.testing.assert_close(fn(images), batch.logits, rtol=1e-5, atol=1e-5)
