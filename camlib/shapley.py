@@ -192,6 +192,8 @@ class FastCoalitions:
         self.tail, self.target, self.batch_size = tail, target, batch_size
         self.n = activations.shape[1]
         self.device = activations.device
+        # Prefix sums: in-place running adds in cache-sized chunks on the CPU, cumsum elsewhere.
+        self.cumulative = self.device.type != "cpu"
         self.modules = dict(tail.named_modules())
         with torch.inference_mode():
             self.env = self._interpret(activations, fixed)
@@ -410,12 +412,12 @@ class FastCoalitions:
         # Chunks of prefixes sized to stay in cache (these passes are memory bound).
         width = max(math.prod(self.env[b].base.shape[1:]) for b in self.boundary
                     if isinstance(self.env[b], Add)) if self._has_add_boundary else 1
-        rows = max(1, min(self.batch_size, PREFIX_CHUNK_NUMEL // width))
+        rows = self.batch_size if self.cumulative else max(1, min(self.batch_size, PREFIX_CHUNK_NUMEL // width))
         out, running = [], {}
         for start in range(0, self.n + 1, rows):
             stop = min(start + rows, self.n + 1)
             masks = prefix_masks(permutation, start, stop)
-            values = [self._prefix_sums(self.env[b], permutation, start, stop, running, b)
+            values = [self._prefix_sums(self.env[b], permutation, start, stop, running, b, self.cumulative)
                       if isinstance(self.env[b], Add) else self._materialize(self.env[b], masks)
                       for b in self.boundary]
             out.append(self._finish(values))
@@ -426,9 +428,16 @@ class FastCoalitions:
         return any(isinstance(self.env[b], Add) for b in self.boundary)
 
     @staticmethod
-    def _prefix_sums(value: Add, permutation, start, stop, running: dict, key) -> torch.Tensor:
+    def _prefix_sums(value: Add, permutation, start, stop, running: dict, key, cumulative: bool) -> torch.Tensor:
         """base + Σ_{i<j} D_{π(i)} for the prefixes j = start..stop-1, one in-place add per map
-        (``running[key]`` carries the last prefix of the previous chunk)."""
+        (``running[key]`` carries the last prefix of the previous chunk); or one ``cumsum`` per chunk."""
+        if cumulative:  # accelerators: one cumulative sum beats many small kernels
+            first = value.base[0] if start == 0 else running[key]
+            steps = value.d[permutation[max(start - 1, 0):stop - 1]]
+            out = torch.cat([first.unsqueeze(0), first + torch.cumsum(steps, 0)]) if start == 0 \
+                else first + torch.cumsum(steps, 0)
+            running[key] = out[-1]
+            return out
         out = torch.empty((stop - start, *value.base.shape[1:]), dtype=value.base.dtype, device=value.base.device)
         previous = running.get(key)
         for row, j in enumerate(range(start, stop)):

@@ -50,6 +50,12 @@ def tiny():
 
 
 @pytest.fixture(scope="session")
+def make_tiny():
+    """``tiny_model`` itself, for tests that build a variant."""
+    return tiny_model
+
+
+@pytest.fixture(scope="session")
 def lite0():
     import camlib
     return camlib.load_model("efficientnet_lite0", device="cpu")

@@ -145,3 +145,26 @@ def test_every_method_is_registered_with_a_title():
     assert get_method("LIFT-CAM").key == "liftcam"
     with pytest.raises(ValueError, match="unknown method"):
         get_method("magic")
+
+
+def test_scorecam_with_constant_maps_matches_pytorch_grad_cam(make_tiny):
+    """Constant maps share one score f^c(X ∘ 0); the result is pytorch-grad-cam's all the same."""
+    from pytorch_grad_cam import ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = make_tiny(seed=3)
+    conv = model.module.features[2]
+    with torch.no_grad():  # maps 1 and 4 dead (all zero after the ReLU) on every image
+        conv.weight[[1, 4]] = 0.0
+        conv.bias[[1, 4]] = -1.0
+    torch.manual_seed(4)
+    x = torch.rand(2, 3, 16, 16)
+    ours = camlib.explain(model, x, "scorecam", target=[1, 0])
+    flat = ours.activations.flatten(2)
+    assert (flat.amax(2) == flat.amin(2))[:, [1, 4]].all()
+    net = model.module
+    cam = ScoreCAM(model=net, target_layers=[net.features[-1]])
+    theirs = cam.get_cam_weights(x, net.features[-1], [ClassifierOutputTarget(1), ClassifierOutputTarget(0)],
+                                 ours.activations.numpy(), None)
+    torch.testing.assert_close(ours.coefficients, torch.as_tensor(theirs).float(), rtol=1e-4, atol=1e-6)
+    assert ours.coefficients[0, 1] == ours.coefficients[0, 4]

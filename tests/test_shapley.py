@@ -77,7 +77,10 @@ def _fast_equals_naive(model, layer, image, perms=2, atol=1e-4):
     fast = FastCoalitions(split.tail, a, (), int(exp.target), batch_size=64)
     naive = NaiveCoalitions(split.tail, a, (), int(exp.target), batch_size=64)
     for order in sample_permutations(a.shape[1], perms, seed=0):
-        torch.testing.assert_close(fast.prefix_values(order), naive.prefix_values(order), rtol=1e-4, atol=atol)
+        expected = naive.prefix_values(order)
+        for cumulative in (False, True):  # CPU running adds; the accelerators' cumsum path
+            fast.cumulative = cumulative
+            torch.testing.assert_close(fast.prefix_values(order), expected, rtol=1e-4, atol=atol)
     torch.testing.assert_close(fast.leave_one_out(), naive.leave_one_out(), rtol=1e-4, atol=atol)
     return fast
 
@@ -94,6 +97,12 @@ def test_fast_equals_naive_vgg16_last_relu(vgg16):
 
 def test_fast_equals_naive_lite0_inner_block(lite0, chelsea):
     _fast_equals_naive(lite0, "blocks.6", chelsea, perms=2)
+
+
+def test_fast_equals_naive_lite0_inside_a_block(lite0, chelsea):
+    # The tail starts with the block's BatchNorm and ReLU6 and holds the block's parameters as
+    # constants of the coalition game: they must not be expanded as if they had a batch dimension.
+    _fast_equals_naive(lite0, "blocks.6.0.bn2", chelsea, perms=1)
 
 
 def test_fast_equals_naive_resnet18_residual_tail(resnet18):

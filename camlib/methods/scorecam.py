@@ -20,7 +20,9 @@ class ScoreCAM(CamMethod):
     paper's Eq. with a baseline subtraction, because it is what practitioners compare against and
     lets the benchmark check our coefficients against pytorch-grad-cam's.
 
-    Cost: K forward passes of the whole network. They run in chunks of ``batch_size`` masked
+    Cost: one forward pass per map that is not constant, plus one: a constant map (max = min; often
+    half of EfficientNet-Lite0's last layer, zero after its ReLU6) has the all-zero mask H_k = 0, so
+    all of them share the one score f^c(X ∘ 0). The passes run in chunks of ``batch_size`` masked
     images made on the fly (never all K at once) under inference mode.
     """
 
@@ -31,18 +33,26 @@ class ScoreCAM(CamMethod):
         size = ctx.images.shape[-2:]
         inputs = ctx.model.normalize(ctx.images)
         scores = torch.empty(ctx.batch, ctx.n_maps, device=ctx.activations.device)
-        steps = ctx.batch * ctx.n_maps
+        flat = ctx.activations.flatten(2)
+        varying = flat.amax(2) > flat.amin(2)  # (B, K); the others are constant maps
+        steps = int(varying.sum()) + ctx.batch
+        done = 0
         with torch.inference_mode():
             for i in range(ctx.batch):
-                for start in range(0, ctx.n_maps, ctx.batch_size):
-                    maps = ctx.activations[i, start:start + ctx.batch_size, None]
-                    up = F.interpolate(maps, size=size, mode="bilinear", align_corners=True)
-                    flat = up.flatten(1)
-                    low = flat.min(1).values[:, None, None, None]
-                    high = flat.max(1).values[:, None, None, None]
-                    masks = (up - low) / (high - low + 1e-8)
-                    batch = inputs[i:i + 1] * masks
-                    extra = tuple(e[i:i + 1].expand(batch.shape[0], *e.shape[1:]) for e in ctx.extra)
-                    scores[i, start:start + maps.shape[0]] = ctx.model.module(batch, *extra)[:, ctx.target[i]]
-                    ctx.report((i * ctx.n_maps + start + maps.shape[0]) / steps)
+                extra = tuple(e[i:i + 1] for e in ctx.extra)
+                target = ctx.target[i]
+                scores[i] = ctx.model.module(torch.zeros_like(inputs[i:i + 1]), *extra)[0, target]
+                done += 1
+                index = varying[i].nonzero().flatten()
+                for start in range(0, index.numel(), ctx.batch_size):
+                    chunk = index[start:start + ctx.batch_size]
+                    up = F.interpolate(ctx.activations[i, chunk, None], size=size, mode="bilinear",
+                                       align_corners=True)
+                    low = up.amin((1, 2, 3), keepdim=True)
+                    high = up.amax((1, 2, 3), keepdim=True)
+                    batch = inputs[i:i + 1] * ((up - low) / (high - low + 1e-8))
+                    held = tuple(e.expand(batch.shape[0], *e.shape[1:]) for e in extra)
+                    scores[i, chunk] = ctx.model.module(batch, *held)[:, target]
+                    done += chunk.numel()
+                    ctx.report(done / steps)
         return torch.softmax(scores, dim=1)
