@@ -538,8 +538,8 @@ def faithfulness(model_name: str, image_key: str, _image: Image.Image, method: s
     def part(lo, hi):
         return None if _progress is None else (lambda f: _progress(lo + (hi - lo) * f))
 
-    scores = metrics.confidence_scores(fn, images, sal, tgt, batch_size=BATCH_SIZE, progress=part(0.0, 0.05))
-    curves = metrics.insertion_deletion(fn, images, sal, tgt, steps=int(steps), batch_size=BATCH_SIZE,
+    scores = metrics.confidence_scores(fn, images, sal, tgt, progress=part(0.0, 0.05))
+    curves = metrics.insertion_deletion(fn, images, sal, tgt, steps=int(steps),
                                         progress=part(0.05, 1.0))
     return {
         "Y": float(scores.Y[0]), "O": float(scores.O[0]), "D": float(scores.D[0]),

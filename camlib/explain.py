@@ -8,6 +8,7 @@ import time
 import torch
 
 from camlib.cam import saliency_maps
+from camlib.devices import network_batch
 from camlib.methods import Context, get_method
 
 
@@ -94,7 +95,7 @@ def explain(model, image, method: str = "liftcam", layer: str | None = None, tar
     extra, options = model.extra_inputs(images.shape[0], **options)
     split = model.split(layer)
     with torch.inference_mode():
-        activations, *fixed = split.head(model.normalize(images), *extra)
+        activations, fixed = _head(split, model.normalize(images), extra, network_batch(images.device))
         logits = split.tail(activations, *fixed)
     # Leave inference mode: methods may need autograd through the tail.
     activations, logits = activations.clone(), logits.clone()
@@ -112,6 +113,17 @@ def explain(model, image, method: str = "liftcam", layer: str | None = None, tar
     if batched:
         return result
     return _unbatch(result)
+
+
+def _head(split, inputs: torch.Tensor, extra: tuple, chunk: int) -> tuple[torch.Tensor, tuple]:
+    """The head on a batch, ``chunk`` images at a time (the fastest per image on the device)."""
+    parts = [split.head(inputs[i:i + chunk], *(e[i:i + chunk] for e in extra))
+             for i in range(0, inputs.shape[0], chunk)]
+    if len(parts) == 1:
+        return parts[0][0], tuple(parts[0][1:])
+    joined = [torch.cat(values) if isinstance(values[0], torch.Tensor) and values[0].dim() > 0 else values[0]
+              for values in zip(*parts)]
+    return joined[0], tuple(joined[1:])
 
 
 def _unbatch(result: Explanation) -> Explanation:

@@ -130,7 +130,11 @@ def _check_target(target: Union[Tensor, int], batch: int, device: torch.device) 
     return target
 
 
-def _check_batch_size(batch_size: int) -> int:
+def _check_batch_size(batch_size: int | None, device: torch.device) -> int:
+    """``None``: the device's fastest batch per image (:func:`camlib.devices.network_batch`)."""
+    if batch_size is None:
+        from camlib.devices import network_batch
+        return network_batch(device)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     return int(batch_size)
@@ -238,7 +242,7 @@ def confidence_scores(
     images: Tensor,
     saliency: Tensor,
     target: Union[Tensor, int],
-    batch_size: int = 64,
+    batch_size: int | None = None,
     progress: ProgressFn | None = None,
 ) -> ConfidenceScores:
     """Per-image IC, AD and ADD terms (Eqs. 11-13).
@@ -270,7 +274,8 @@ def confidence_scores(
         saliency: (B, H, W) ``s(u(L))`` in [0, 1].
         target: (B,) class indices (or one int for all images).
         batch_size: maximum number of images per ``logits_fn`` call
-            (3B images are evaluated in total).
+            (3B images are evaluated in total); default: the device's fastest
+            (:func:`camlib.devices.network_batch`).
         progress: optional callback receiving the fraction done in (0, 1].
 
     Returns:
@@ -280,7 +285,7 @@ def confidence_scores(
     sal = _check_saliency(saliency, like=images)
     batch = images.shape[0]
     tgt = _check_target(target, batch, images.device)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = _check_batch_size(batch_size, images.device)
 
     # flat item j -> image j // 3, variant j % 3 (0: x, 1: e, 2: e_inv)
     def make_chunk(idx: Tensor) -> tuple[Tensor, Tensor]:
@@ -509,7 +514,7 @@ def insertion_deletion(
     saliency: Tensor,
     target: Union[Tensor, int],
     steps: int = 41,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     progress: ProgressFn | None = None,
 ) -> InsertionDeletion:
     """Insertion and deletion probability curves and their AUC (Sec. 4.3.2).
@@ -541,7 +546,7 @@ def insertion_deletion(
     sal = _check_saliency(saliency, like=images)
     batch, _, height, width = images.shape
     tgt = _check_target(target, batch, images.device)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = _check_batch_size(batch_size, images.device)
     if int(steps) < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
     steps = int(steps)

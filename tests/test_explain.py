@@ -13,11 +13,13 @@ FAST_METHODS = ["gradcam", "gradcampp", "xgradcam", "ablationcam", "liftcam", "s
 @pytest.mark.parametrize("method", [*FAST_METHODS, "scorecam"])
 def test_batch_equals_one_at_a_time(tiny, method):
     torch.manual_seed(0)
-    x = torch.rand(3, 3, 16, 16)
-    batch = camlib.explain(tiny, x, method, target=[0, 1, 2], permutations=3)
-    assert batch.batched and batch.coefficients.shape == (3, 6) and batch.saliency.shape == (3, 16, 16)
-    for i in range(3):
-        single = camlib.explain(tiny, x[i], method, target=i, permutations=3)
+    n = 7  # more than one chunk of images through the head (network_batch: 4 on the CPU)
+    x = torch.rand(n, 3, 16, 16)
+    targets = [i % 3 for i in range(n)]
+    batch = camlib.explain(tiny, x, method, target=targets, permutations=3)
+    assert batch.batched and batch.coefficients.shape == (n, 6) and batch.saliency.shape == (n, 16, 16)
+    for i in range(n):
+        single = camlib.explain(tiny, x[i], method, target=targets[i], permutations=3)
         assert not single.batched and single.coefficients.shape == (6,)
         torch.testing.assert_close(single.coefficients, batch.coefficients[i], rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(single.saliency, batch.saliency[i], rtol=1e-4, atol=1e-5)

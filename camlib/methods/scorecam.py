@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from camlib.devices import network_batch
 from camlib.methods.base import CamMethod, Context
 
 
@@ -22,8 +23,9 @@ class ScoreCAM(CamMethod):
 
     Cost: one forward pass per map that is not constant, plus one: a constant map (max = min; often
     half of EfficientNet-Lite0's last layer, zero after its ReLU6) has the all-zero mask H_k = 0, so
-    all of them share the one score f^c(X ∘ 0). The passes run in chunks of ``batch_size`` masked
-    images made on the fly (never all K at once) under inference mode.
+    all of them share the one score f^c(X ∘ 0). The passes run in chunks of masked images made on
+    the fly (never all K at once) under inference mode: ``batch_size`` images at most, and on the
+    CPU 4 (``devices.network_batch``: larger batches cost more per image there).
     """
 
     key, title = "scorecam", "Score-CAM"
@@ -35,6 +37,7 @@ class ScoreCAM(CamMethod):
         scores = torch.empty(ctx.batch, ctx.n_maps, device=ctx.activations.device)
         flat = ctx.activations.flatten(2)
         varying = flat.amax(2) > flat.amin(2)  # (B, K); the others are constant maps
+        chunk_size = max(1, min(ctx.batch_size, network_batch(inputs.device)))
         steps = int(varying.sum()) + ctx.batch
         done = 0
         with torch.inference_mode():
@@ -44,8 +47,8 @@ class ScoreCAM(CamMethod):
                 scores[i] = ctx.model.module(torch.zeros_like(inputs[i:i + 1]), *extra)[0, target]
                 done += 1
                 index = varying[i].nonzero().flatten()
-                for start in range(0, index.numel(), ctx.batch_size):
-                    chunk = index[start:start + ctx.batch_size]
+                for start in range(0, index.numel(), chunk_size):
+                    chunk = index[start:start + chunk_size]
                     up = F.interpolate(ctx.activations[i, chunk, None], size=size, mode="bilinear",
                                        align_corners=True)
                     low = up.amin((1, 2, 3), keepdim=True)
