@@ -160,6 +160,23 @@ def deeplift_tail(tail: fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
+def deeplift_forward(dl_tail: fx.GraphModule, activations: torch.Tensor, reference: torch.Tensor, fixed: tuple):
+    """The DeepLIFT tail on the batch [A; r] with autograd: (that input, its output F([A; r]))."""
+    x = torch.cat([activations, reference.expand_as(activations)]).detach().requires_grad_(True)
+    doubled = tuple(torch.cat([f, f]) for f in fixed)
+    with torch.enable_grad():
+        out = dl_tail(x, *doubled)
+    return x, out
+
+
+def contributions_from(x: torch.Tensor, out: torch.Tensor, activations: torch.Tensor, reference: torch.Tensor,
+                       target: torch.Tensor):
+    """Contributions C_{ΔA ΔF^c} (same shape as A) by one backward pass of a :func:`deeplift_forward`."""
+    batch = activations.shape[0]
+    (grad,) = torch.autograd.grad(out[:batch].gather(1, target[:, None]).sum(), x)
+    return (grad[:batch] * (activations - reference)).detach()
+
+
 def contributions(dl_tail: fx.GraphModule, activations: torch.Tensor, reference: torch.Tensor,
                   fixed: tuple, target: torch.Tensor):
     """DeepLIFT contributions C_{ΔA ΔF^c} of every activation neuron (same shape as A).
@@ -168,11 +185,6 @@ def contributions(dl_tail: fx.GraphModule, activations: torch.Tensor, reference:
     F^c(A_b) - F^c(r_b) (summation-to-delta, Eq. 4 / Eq. 8) up to float rounding.
     """
     batch = activations.shape[0]
-    x = torch.cat([activations, reference.expand_as(activations)]).detach().requires_grad_(True)
-    doubled = tuple(torch.cat([f, f]) for f in fixed)
-    with torch.enable_grad():
-        out = dl_tail(x, *doubled)
-        selected = out[:batch].gather(1, target[:, None]).sum()
-        (grad,) = torch.autograd.grad(selected, x)
-    contrib = grad[:batch] * (activations - reference)
-    return contrib.detach(), out[:batch].detach(), out[batch:].detach()
+    x, out = deeplift_forward(dl_tail, activations, reference, fixed)
+    contrib = contributions_from(x, out, activations, reference, target)
+    return contrib, out[:batch].detach(), out[batch:].detach()

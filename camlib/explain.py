@@ -96,13 +96,15 @@ def explain(model, image, method: str = "liftcam", layer: str | None = None, tar
     split = model.split(layer)
     with torch.inference_mode():
         activations, fixed = _head(split, model.normalize(images), extra, network_batch(images.device))
-        logits = split.tail(activations, *fixed)
-    # Leave inference mode: methods may need autograd through the tail.
-    activations, logits = activations.clone(), logits.clone()
+    # Leave inference mode: methods may need autograd through the tail (never through the head).
+    activations = activations.clone()
     fixed = tuple(f.clone() if isinstance(f, torch.Tensor) else f for f in fixed)
+    logits, tail_state = m.tail_pass(model, split, activations, fixed)  # the one pass the method needs
+    logits = logits.clone()
     target_idx = resolve_target(target, logits, model.class_names)
     ctx = Context(model=model, split=split, images=images, extra=extra, activations=activations,
-                  fixed=fixed, logits=logits, target=target_idx, batch_size=batch_size, progress=progress)
+                  fixed=fixed, logits=logits, target=target_idx, batch_size=batch_size, progress=progress,
+                  tail_state=tail_state)
     coefficients = m.coefficients(ctx, **options).detach().to(activations.dtype)
     if not torch.isfinite(coefficients).all():
         raise FloatingPointError(f"{m.title} produced non-finite coefficients")

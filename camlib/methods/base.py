@@ -36,6 +36,7 @@ class Context:
     batch_size: int = 64
     progress: Progress | None = None
     info: dict = dataclasses.field(default_factory=dict)
+    tail_state: object = None  # what the method's tail pass kept (see CamMethod.tail_pass)
 
     @property
     def batch(self) -> int:
@@ -55,11 +56,15 @@ class Context:
 
     @cached_property
     def gradients(self) -> torch.Tensor:
-        """∂F^c(A)/∂A (B, K, h, w): one backward pass through the tail only."""
-        a = self.activations.detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = self.split.tail(a, *self.fixed)
-            (grad,) = torch.autograd.grad(out.gather(1, self.target[:, None]).sum(), a)
+        """∂F^c(A)/∂A (B, K, h, w): one backward pass through the tail only (through the graph of
+        :meth:`GradientMethod.tail_pass` when the method kept it, else after a new tail pass)."""
+        if isinstance(self.tail_state, GradientState):
+            a, out = self.tail_state
+        else:
+            a = self.activations.detach().requires_grad_(True)
+            with torch.enable_grad():
+                out = self.split.tail(a, *self.fixed)
+        (grad,) = torch.autograd.grad(out.gather(1, self.target[:, None]).sum(), a)
         return grad
 
     def target_logits_of_tail(self, i: int, activations: torch.Tensor) -> torch.Tensor:
@@ -73,12 +78,36 @@ class Context:
         return torch.cat(values)
 
 
+class GradientState(tuple):
+    """(A with requires_grad, F(A) with its autograd graph): kept by a gradient method's tail pass."""
+
+
 class CamMethod:
-    """Base of all methods: subclasses set ``key``, ``title`` and implement ``coefficients``."""
+    """Base of all methods: subclasses set ``key``, ``title`` and implement ``coefficients``.
+
+    ``tail_pass`` gives the logits F(A) that the target is chosen from; a method that needs more
+    of the tail than its output (gradients, DeepLIFT multipliers) overrides it so that the tail
+    runs once, and reads what it kept from ``ctx.tail_state``.
+    """
 
     key: str = ""
     title: str = ""
     summary: str = ""
 
+    def tail_pass(self, model, split, activations: torch.Tensor, fixed: tuple) -> tuple[torch.Tensor, object]:
+        """(logits F(A) (B, C), state for ``coefficients``); by default one pass in inference mode."""
+        with torch.inference_mode():
+            return split.tail(activations, *fixed), None
+
     def coefficients(self, ctx: Context, **options) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+class GradientMethod(CamMethod):
+    """A method built on ∂F^c/∂A: the tail pass keeps its autograd graph for ``ctx.gradients``."""
+
+    def tail_pass(self, model, split, activations: torch.Tensor, fixed: tuple) -> tuple[torch.Tensor, object]:
+        a = activations.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = split.tail(a, *fixed)
+        return out.detach(), GradientState((a, out))

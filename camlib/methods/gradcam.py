@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from camlib.methods.base import CamMethod, Context
+from camlib.methods.base import Context, GradientMethod
 
 
-class GradCAM(CamMethod):
+class GradCAM(GradientMethod):
     """α_k = (1 / (h·w)) Σ_{i,j} ∂F^c(A) / ∂A_k(i, j): the spatial mean of the gradient."""
 
     key, title = "gradcam", "Grad-CAM"
@@ -17,7 +17,7 @@ class GradCAM(CamMethod):
         return ctx.gradients.mean(dim=(2, 3))
 
 
-class CAM(CamMethod):
+class CAM(GradientMethod):
     """CAM: α_k = w_{c,k}, the weight of the target class on the globally average-pooled map k.
 
     Defined only for a linear tail F(A) = W · GAP(A) + b. There ∂F^c/∂A_k(i, j) = w_{c,k} / (h·w) at

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from camlib.methods.base import CamMethod, Context
+from camlib.methods.base import Context, GradientMethod
 
 
-class GradCAMPlusPlus(CamMethod):
+class GradCAMPlusPlus(GradientMethod):
     """α_k = Σ_{i,j} a_k^{ij} · ReLU(g_k^{ij}),  with g = ∂F^c/∂A and
 
         a_k^{ij} = g_{ij}^2 / (2 g_{ij}^2 + Σ_{a,b} A_k(a, b) · g_{ij}^3)        (their Eq. 19)

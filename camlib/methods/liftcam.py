@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from camlib.deeplift import contributions, deeplift_tail
+from camlib.deeplift import contributions_from, deeplift_forward, deeplift_tail
 from camlib.methods.base import CamMethod, Context
 
 
@@ -20,12 +20,20 @@ class LiftCAM(CamMethod):
     key, title = "liftcam", "LIFT-CAM"
     summary = "DeepLIFT contribution of each map to the target logit (≈ SHAP values)"
 
+    def tail_pass(self, model, split, activations: torch.Tensor, fixed: tuple):
+        """The one tail pass: the DeepLIFT tail on [A; 0], whose first half is F(A)."""
+        dl_tail = model.derived(("deeplift", split.layer), lambda: deeplift_tail(split.tail))
+        x, out = deeplift_forward(dl_tail, activations, torch.zeros_like(activations[:1]), fixed)
+        return out[:activations.shape[0]].detach(), (x, out)
+
     def coefficients(self, ctx: Context, **options) -> torch.Tensor:
-        dl_tail = ctx.model.derived(("deeplift", ctx.split.layer), lambda: deeplift_tail(ctx.split.tail))
+        batch = ctx.batch
         reference = torch.zeros_like(ctx.activations[:1])
-        contrib, _, ref_logits = contributions(dl_tail, ctx.activations, reference, ctx.fixed, ctx.target)
-        alpha = contrib.sum(dim=(2, 3))
-        delta = ctx.logits.gather(1, ctx.target[:, None])[:, 0] - ref_logits.gather(1, ctx.target[:, None])[:, 0]
+        x, out = ctx.tail_state if ctx.tail_state is not None else \
+            self.tail_pass(ctx.model, ctx.split, ctx.activations, ctx.fixed)[1]
+        alpha = contributions_from(x, out, ctx.activations, reference, ctx.target).sum(dim=(2, 3))
+        ref_logits = out[batch:].detach().gather(1, ctx.target[:, None])[:, 0]
+        delta = out[:batch].detach().gather(1, ctx.target[:, None])[:, 0] - ref_logits
         ctx.info["local_accuracy"] = (alpha.sum(1), delta)
-        ctx.info["reference_logit"] = ref_logits.gather(1, ctx.target[:, None])[:, 0]
+        ctx.info["reference_logit"] = ref_logits
         return alpha

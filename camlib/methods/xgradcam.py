@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from camlib.methods.base import CamMethod, Context
+from camlib.methods.base import Context, GradientMethod
 
 
-class XGradCAM(CamMethod):
+class XGradCAM(GradientMethod):
     """α_k = Σ_{i,j} (A_k(i, j) / Σ_{a,b} A_k(a, b)) · ∂F^c/∂A_k(i, j)
 
     (their Eq. 10, derived from the sensitivity and conservation axioms). A map whose values sum
