@@ -96,3 +96,20 @@ def test_product_of_two_activation_paths_is_refused():
     model = _model(SE())
     with pytest.raises(UnsupportedTailError, match="mul"):
         camlib.explain(model, torch.rand(1, 3, 2, 2), "liftcam")
+
+
+@pytest.mark.parametrize("which", ["vgg16", "lite0"])
+def test_stored_reference_equals_the_batched_reference(which, vgg16, lite0, chelsea):
+    """LIFT-CAM runs the reference once per layer (no fixed inputs); contributions equal the
+    [A; 0] batch form of deeplift.contributions, map by map."""
+    model, layer = (vgg16, "features.29") if which == "vgg16" else (lite0, "blocks.5")
+    torch.manual_seed(3)
+    x = torch.rand(2, 3, 224, 224) if which == "vgg16" else chelsea
+    exp = camlib.explain(model, x, "liftcam", layer=layer, target=[1, 2] if which == "vgg16" else 285)
+    split = model.split(layer)
+    a = exp.activations if exp.batched else exp.activations[None]
+    target = exp.target.reshape(-1)
+    contrib, logits, ref = contributions(deeplift_tail(split.tail), a, torch.zeros_like(a[:1]), (), target)
+    torch.testing.assert_close(exp.coefficients.reshape(a.shape[0], -1), contrib.sum((2, 3)), rtol=1e-4, atol=1e-5)
+    reference_logit = exp.info["reference_logit"]
+    torch.testing.assert_close(reference_logit.reshape(-1), ref.gather(1, target[:, None])[:, 0])

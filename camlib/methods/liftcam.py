@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from camlib.deeplift import contributions_from, deeplift_forward, deeplift_tail
+from camlib.deeplift import deeplift_forward, deeplift_tail, deeplift_tail_with_reference
 from camlib.methods.base import CamMethod, Context
 
 
@@ -21,19 +21,32 @@ class LiftCAM(CamMethod):
     summary = "DeepLIFT contribution of each map to the target logit (≈ SHAP values)"
 
     def tail_pass(self, model, split, activations: torch.Tensor, fixed: tuple):
-        """The one tail pass: the DeepLIFT tail on [A; 0], whose first half is F(A)."""
+        """The one tail pass. Without fixed inputs the reference is the same for every image, so
+        it is run once per (model, layer) and stored, and the DeepLIFT tail runs on A alone;
+        with fixed inputs (VQA: the question) it runs on the batch [A; 0]."""
+        if not fixed:
+            zero = torch.zeros_like(activations[:1])
+            dl_tail, ref_logits = model.derived(("deeplift-reference", split.layer),
+                                                lambda: deeplift_tail_with_reference(split.tail, zero))
+            x = activations.detach().requires_grad_(True)
+            with torch.enable_grad():
+                out = dl_tail(x)
+            return out.detach(), (x, out, ref_logits.expand(out.shape[0], -1))
         dl_tail = model.derived(("deeplift", split.layer), lambda: deeplift_tail(split.tail))
         x, out = deeplift_forward(dl_tail, activations, torch.zeros_like(activations[:1]), fixed)
-        return out[:activations.shape[0]].detach(), (x, out)
+        batch = activations.shape[0]
+        return out[:batch].detach(), (x[:batch], out[:batch], out[batch:].detach(), x)
 
     def coefficients(self, ctx: Context, **options) -> torch.Tensor:
-        batch = ctx.batch
-        reference = torch.zeros_like(ctx.activations[:1])
-        x, out = ctx.tail_state if ctx.tail_state is not None else \
+        state = ctx.tail_state if ctx.tail_state is not None else \
             self.tail_pass(ctx.model, ctx.split, ctx.activations, ctx.fixed)[1]
-        alpha = contributions_from(x, out, ctx.activations, reference, ctx.target).sum(dim=(2, 3))
-        ref_logits = out[batch:].detach().gather(1, ctx.target[:, None])[:, 0]
-        delta = out[:batch].detach().gather(1, ctx.target[:, None])[:, 0] - ref_logits
+        x, out, ref_out = state[:3]
+        wrt = state[3] if len(state) > 3 else x  # the batched form differentiates [A; 0]
+        selected = out.gather(1, ctx.target[:, None]).sum()
+        (grad,) = torch.autograd.grad(selected, wrt)
+        alpha = (grad[:ctx.batch] * ctx.activations).sum(dim=(2, 3))  # C = m ∘ (A - 0), summed per map
+        ref_logits = ref_out.gather(1, ctx.target[:, None])[:, 0]
+        delta = out.detach().gather(1, ctx.target[:, None])[:, 0] - ref_logits
         ctx.info["local_accuracy"] = (alpha.sum(1), delta)
         ctx.info["reference_logit"] = ref_logits
         return alpha
