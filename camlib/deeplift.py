@@ -16,7 +16,9 @@ passes back the *multiplier* m = Δy / Δx instead of its derivative g'(x):
 
 The chain rule for multipliers then makes the gradient of the output with respect to the
 activations the DeepLIFT multiplier, and C = m ∘ (A - r). The forward pass runs the actual input and
-the reference as one batch [A; r] so that every nonlinearity sees its own reference value.
+the reference as one batch [A; r] so that every nonlinearity sees its own reference value
+(:func:`deeplift_tail`), or, when no input is held fixed, on A alone against reference values computed
+once and stored (:func:`deeplift_tail_with_reference`).
 
 This is a graph transformation of the tail built by :mod:`camlib.split`: every activation is one
 ``call_function`` node there (in-place, functional and reused ReLUs included), so no module hooks

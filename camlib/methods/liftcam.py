@@ -12,9 +12,10 @@ class LiftCAM(CamMethod):
     """α_k = C_{ΔA_k ΔF^c} = Σ_{(i,j)} C_{ΔA_k(i,j) ΔF^c}                                  (Eq. 7)
 
     DeepLIFT-Rescale of the target logit through the tail F with the reference r = 0 at layer l
-    (absence of a map, as in SHAP), one forward pass of [A; 0] and one backward pass through the
-    tail. Local accuracy (Eq. 8): Σ_k α_k = F^c(A) - F^c(0), recorded in ``info["local_accuracy"]``
-    as (Σα, F^c(A) - F^c(0)). On a linear tail α is exactly the SHAP values.
+    (absence of a map, as in SHAP): one forward and one backward pass through the tail, on A alone
+    against the stored reference values (or on [A; 0] when an input is held fixed). Local accuracy
+    (Eq. 8): Σ_k α_k = F^c(A) - F^c(0), recorded in ``info["local_accuracy"]`` as (Σα, F^c(A) - F^c(0)).
+    On a linear tail α is exactly the SHAP values.
     """
 
     key, title = "liftcam", "LIFT-CAM"
