@@ -207,6 +207,19 @@ def grid_columns(n: int) -> int:
     return n if n <= 4 else (3 if n <= 6 else 4)
 
 
+def method_cells(methods: Sequence[str]) -> dict:
+    """A grid with one titled, empty cell per method (``grid_columns`` wide): {method: st.empty()}."""
+    columns = grid_columns(len(methods))
+    cells = {}
+    for i, method in enumerate(methods):
+        if i % columns == 0:
+            row = st.columns(columns)
+        with row[i % columns]:
+            st.markdown(f"**{method_title(method)}**")
+            cells[method] = st.empty()
+    return cells
+
+
 def working_image(image: Image.Image) -> Image.Image:
     """``image`` downscaled (aspect kept) so that its longest side is at most :data:`WORK_SIDE`."""
     if max(image.size) <= WORK_SIDE:

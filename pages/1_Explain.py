@@ -86,14 +86,7 @@ if not methods:
     st.info("Choose at least one method in the sidebar.")
     st.stop()
 
-columns = appkit.grid_columns(len(methods))
-cells = {}
-for i, method in enumerate(methods):
-    if i % columns == 0:
-        row = st.columns(columns)
-    with row[i % columns]:
-        st.markdown(f"**{appkit.method_title(method)}**")
-        cells[method] = st.empty()
+cells = appkit.method_cells(methods)
 
 results: dict[str, dict] = {}
 for method in appkit.ordered_for_compute(methods):

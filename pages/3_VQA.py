@@ -144,14 +144,7 @@ if not methods:
     st.info("Choose at least one method in the sidebar.")
     st.stop()
 
-columns = appkit.grid_columns(len(methods))
-cells = {}
-for i, method in enumerate(methods):
-    if i % columns == 0:
-        row = st.columns(columns)
-    with row[i % columns]:
-        st.markdown(f"**{appkit.method_title(method)}**")
-        cells[method] = st.empty()
+cells = appkit.method_cells(methods)
 
 outline = question.evidence_mask if question is not None and question.has_evidence else None
 results: dict[str, dict] = {}
