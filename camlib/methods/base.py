@@ -58,12 +58,8 @@ class Context:
     def gradients(self) -> torch.Tensor:
         """∂F^c(A)/∂A (B, K, h, w): one backward pass through the tail only (through the graph of
         :meth:`GradientMethod.tail_pass` when the method kept it, else after a new tail pass)."""
-        if isinstance(self.tail_state, GradientState):
-            a, out = self.tail_state
-        else:
-            a = self.activations.detach().requires_grad_(True)
-            with torch.enable_grad():
-                out = self.split.tail(a, *self.fixed)
+        state = self.tail_state
+        a, out = state if isinstance(state, GradientState) else tail_with_graph(self.split, self.activations, self.fixed)
         (grad,) = torch.autograd.grad(out.gather(1, self.target[:, None]).sum(), a)
         return grad
 
@@ -80,6 +76,13 @@ class Context:
 
 class GradientState(tuple):
     """(A with requires_grad, F(A) with its autograd graph): kept by a gradient method's tail pass."""
+
+
+def tail_with_graph(split, activations: torch.Tensor, fixed: tuple) -> GradientState:
+    """One pass through the tail F with autograd, from a copy of A that requires gradients."""
+    a = activations.detach().requires_grad_(True)
+    with torch.enable_grad():
+        return GradientState((a, split.tail(a, *fixed)))
 
 
 class CamMethod:
@@ -107,7 +110,5 @@ class GradientMethod(CamMethod):
     """A method built on ∂F^c/∂A: the tail pass keeps its autograd graph for ``ctx.gradients``."""
 
     def tail_pass(self, model, split, activations: torch.Tensor, fixed: tuple) -> tuple[torch.Tensor, object]:
-        a = activations.detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = split.tail(a, *fixed)
-        return out.detach(), GradientState((a, out))
+        state = tail_with_graph(split, activations, fixed)
+        return state[1].detach(), state
