@@ -24,3 +24,17 @@ def network_batch(device) -> int:
     the activations leave the CPU caches and every image costs more. A GPU wants large batches.
     """
     return 4 if torch.device(device).type == "cpu" else 64
+
+
+def network_input(images: torch.Tensor) -> torch.Tensor:
+    """``images`` in the memory layout fastest for a whole-network batch on their device.
+
+    On the CPU a batch of images (B > 1, 4-D) goes channels-last, oneDNN's native layout: measured
+    on the development CPU (torch 2.14, inference mode, ms per image, contiguous → channels-last),
+    batches of 4 / 8: EfficientNet-Lite0 25.7 → 16.6 / 25.6 → 14.4, ResNet50 59 → 50 / 67 → 53,
+    VGG16 215 → 162 / 215 → 170. A single image keeps its layout (ResNet50 got slower: 57 → 67
+    ms), and so does everything on a GPU. Only the layout changes: values agree to float rounding.
+    """
+    if images.device.type == "cpu" and images.dim() == 4 and images.shape[0] > 1:
+        return images.contiguous(memory_format=torch.channels_last)
+    return images

@@ -50,6 +50,8 @@ from typing import Callable, NamedTuple, Sequence, Union
 import torch
 from torch import Tensor
 
+from camlib.devices import network_batch, network_input
+
 __all__ = [
     "ConfidenceScores",
     "InsertionDeletion",
@@ -133,7 +135,6 @@ def _check_target(target: Union[Tensor, int], batch: int, device: torch.device) 
 def _check_batch_size(batch_size: int | None, device: torch.device) -> int:
     """``None``: the device's fastest batch per image (:func:`camlib.devices.network_batch`)."""
     if batch_size is None:
-        from camlib.devices import network_batch
         return network_batch(device)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -158,7 +159,7 @@ def _target_probs(
         end = min(start + batch_size, n_items)
         idx = torch.arange(start, end, device=device)
         chunk, tgt = make_chunk(idx)
-        logits = logits_fn(chunk)
+        logits = logits_fn(network_input(chunk))
         if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != idx.numel():
             raise ValueError(
                 f"logits_fn must return (N, n_classes) logits for N = {idx.numel()} images, "

@@ -23,6 +23,9 @@ interprets the tail graph once per image, tracking how each value depends on the
 * ``Opaque``: anything after a nonlinearity of an ``Add`` value; evaluated per coalition, on the
   boundary values materialised in one shot (where() for Sep, cumulative sums along the ordering for
   Add) and, when the tail ends with a fully connected layer, with only its target row.
+  When that remainder is an elementwise clamp (ReLU, ReLU6, hardtanh) of the one ``Add`` value and
+  then linear operations only, it is the readout c + Σ_m V_m clamp(S[m], lo, hi), and on the CPU
+  the prefixes of many orderings go through one fused kernel (:mod:`camlib.clampsum`).
 
 A linear tail is ``Add`` up to the logits, so F^c on any coalition is base_c + Σ a'_k D_k,c without
 any tail pass, and every ordering gives the exact SHAP values D_k,c. ``NaiveCoalitions`` evaluates
@@ -42,6 +45,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from camlib import clampsum
 from camlib.deeplift import MAXPOOL_FUNCTIONS, RESCALE_FUNCTIONS, RESCALE_METHODS
 from camlib.split import is_affine_node
 
@@ -117,6 +121,10 @@ class NaiveCoalitions:
     def prefix_values(self, permutation: torch.Tensor) -> torch.Tensor:
         return self.values(prefix_masks(permutation))
 
+    def prefix_values_many(self, permutations: torch.Tensor) -> torch.Tensor:
+        """F^c on the K + 1 prefixes of each of P orderings: (P, K + 1)."""
+        return torch.stack([self.prefix_values(p) for p in permutations])
+
     def leave_one_out(self) -> torch.Tensor:
         return self.values(~torch.eye(self.n, dtype=torch.bool))
 
@@ -188,7 +196,7 @@ class FastCoalitions:
     docstring). Same interface as :class:`NaiveCoalitions`."""
 
     def __init__(self, tail: fx.GraphModule, activations: torch.Tensor, fixed: tuple, target: int,
-                 batch_size: int = 64):
+                 batch_size: int = 64, kernel: bool | None = None):
         self.tail, self.target, self.batch_size = tail, target, batch_size
         self.n = activations.shape[1]
         self.device = activations.device
@@ -198,6 +206,14 @@ class FastCoalitions:
         with torch.inference_mode():
             self.env = self._interpret(activations, fixed)
             self._build_opaque_graph()
+        # The clamp readout (module docstring), for the fused CPU kernel; ``kernel``: None = when
+        # possible, False = never (the tensor path), True = required.
+        self.readout = self._clamp_readout() if kernel is not False and self.device.type == "cpu" else None
+        if self.readout is not None and not clampsum.available():
+            self.readout = None
+        if kernel and self.readout is None:
+            raise ValueError("the fused clamp-readout kernel does not apply to this tail or device "
+                             "(or numba is not installed)")
 
     # -- interpretation ---------------------------------------------------------------------------
 
@@ -366,6 +382,42 @@ class FastCoalitions:
         graph.output(mapping[last])
         self.opaque = fx.GraphModule(self.tail, graph)
 
+    def _clamp_readout(self):
+        """(lo, hi, V, c) when the opaque remainder is c + Σ V ⊙ clamp(S, lo, hi) of the one Add
+        boundary S and its target value is linear after the clamp; else None."""
+        if not isinstance(self.final, Opaque) or len(self.boundary) != 1 \
+                or not isinstance(self.env[self.boundary[0]], Add):
+            return None
+        nodes = [n for n in self.opaque.graph.nodes if n.op not in ("placeholder", "output")]
+        placeholder = next(n for n in self.opaque.graph.nodes if n.op == "placeholder")
+        if len(placeholder.users) != 1:
+            return None
+        clamp = next(iter(placeholder.users))
+        bounds = _clamp_bounds(clamp)
+        modules = dict(self.opaque.named_modules())
+        rest = [n for n in nodes if n is not clamp]
+        if bounds is None or clamp.args[0] is not placeholder or not all(
+                n.op == "get_attr" or is_affine_node(n, modules, lambda a: isinstance(a, fx.Node)) for n in rest):
+            return None
+        # The linear remainder after the clamp, as a graph of its own; V = its gradient, c = its value at 0.
+        graph = fx.Graph()
+        mapping = {clamp: graph.placeholder("clamped")}
+        for node in rest:
+            mapping[node] = graph.node_copy(node, lambda a: mapping[a])
+        graph.output(mapping[next(n for n in self.opaque.graph.nodes if n.op == "output").args[0]])
+        remainder = fx.GraphModule(self.opaque, graph)
+        base = self.env[self.boundary[0]].base
+        with torch.inference_mode(False), torch.enable_grad():
+            x = torch.zeros(base.shape, dtype=base.dtype, device=base.device, requires_grad=True)
+            out = remainder(x)
+            if self.head_row is not None:
+                weight, bias = self.head_row
+                value = out @ weight.clone() + bias.clone()
+            else:
+                value = out[:, self.target]
+            (grad,) = torch.autograd.grad(value.sum(), x)
+        return bounds[0], bounds[1], grad.detach().reshape(-1), float(value.detach().sum())
+
     def _materialize(self, value, masks: torch.Tensor, permutation=None, start=0, carry=None):
         """A boundary value on a batch of coalitions."""
         m = masks.shape[0]
@@ -423,6 +475,18 @@ class FastCoalitions:
             out.append(self._finish(values))
         return torch.cat(out)
 
+    @torch.inference_mode()
+    def prefix_values_many(self, permutations: torch.Tensor) -> torch.Tensor:
+        """F^c on the K + 1 prefixes of each of P orderings: (P, K + 1). The clamp readout on the
+        CPU takes all P orderings in one fused pass (each block of D read once for all of them)."""
+        if self.readout is None or isinstance(self.final, Add):
+            return torch.stack([self.prefix_values(p) for p in permutations])
+        lo, hi, weight, constant = self.readout
+        add = self.env[self.boundary[0]]
+        sums = clampsum.prefix_readout(add.base.reshape(-1), add.d.reshape(self.n, -1),
+                                       permutations.cpu(), weight, lo, hi)
+        return (sums + constant).to(add.base.dtype)
+
     @property
     def _has_add_boundary(self) -> bool:
         return any(isinstance(self.env[b], Add) for b in self.boundary)
@@ -471,6 +535,29 @@ class FastCoalitions:
                     values.append(self._materialize(value, masks))
             out.append(self._finish(values))
         return torch.cat(out)
+
+
+def _clamp_bounds(node: fx.Node) -> tuple[float, float] | None:
+    """(lo, hi) when ``node`` is clamp(x, lo, hi) of its first argument with constant bounds
+    (ReLU, ReLU6 as hardtanh, hardtanh, clamp); else None."""
+    def number(value, default):
+        value = default if value is None else value
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    args, kwargs = node.args, node.kwargs
+    if node.op == "call_function" and node.target in (F.relu, torch.relu) or \
+            node.op == "call_method" and node.target == "relu":
+        return 0.0, math.inf
+    if node.op == "call_function" and node.target is F.hardtanh:
+        lo = number(args[1] if len(args) > 1 else kwargs.get("min_val"), -1.0)
+        hi = number(args[2] if len(args) > 2 else kwargs.get("max_val"), 1.0)
+    elif node.op == "call_function" and node.target is torch.clamp or \
+            node.op == "call_method" and node.target == "clamp":
+        lo = number(args[1] if len(args) > 1 else kwargs.get("min"), -math.inf)
+        hi = number(args[2] if len(args) > 2 else kwargs.get("max"), math.inf)
+    else:
+        return None
+    return None if lo is None or hi is None or lo > hi else (lo, hi)
 
 
 def coalitions(split, activations: torch.Tensor, fixed: tuple, target: int, batch_size: int = 64,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from camlib.devices import network_batch
+from camlib.devices import network_batch, network_input
 from camlib.methods.base import CamMethod, Context
 
 
@@ -55,7 +55,7 @@ class ScoreCAM(CamMethod):
                     high = up.amax((1, 2, 3), keepdim=True)
                     batch = inputs[i:i + 1] * ((up - low) / (high - low + 1e-8))
                     held = tuple(e.expand(batch.shape[0], *e.shape[1:]) for e in extra)
-                    scores[i, chunk] = ctx.model.module(batch, *held)[:, target]
+                    scores[i, chunk] = ctx.model.module(network_input(batch), *held)[:, target]
                     done += chunk.numel()
                     ctx.report(done / steps)
         return torch.softmax(scores, dim=1)

@@ -7,6 +7,10 @@ import torch
 from camlib.methods.base import CamMethod, Context
 from camlib.shapley import coalitions, sample_permutations
 
+# Orderings evaluated together (the CPU's fused clamp-readout kernel reads the tail's per-map
+# contributions once per group: per ordering 7.3 ms alone, 2.7 ms in 4, 1.7 ms in 16 on Lite0 blocks.6).
+ORDERINGS_PER_PASS = 16
+
 
 class ShapCAM(CamMethod):
     """α_k = (1/|Π|) Σ_{π ∈ Π} [F^c(h_A(a'_{π,≤k})) - F^c(h_A(a'_{π,<k}))]            (Alg. 1, Eq. 6)
@@ -33,12 +37,13 @@ class ShapCAM(CamMethod):
             game = coalitions(ctx.split, ctx.activations[i:i + 1], ctx.fixed_for(i, 1), int(ctx.target[i]),
                               ctx.batch_size, fast=fast)
             total = torch.zeros(ctx.n_maps, device=ctx.activations.device, dtype=torch.float64)
-            for p, order in enumerate(orders):
-                order = order.to(ctx.activations.device)
-                values = game.prefix_values(order).double()
-                total[order] += values[1:] - values[:-1]
-                running[p, i] = (total / (p + 1)).to(running.dtype)
-                ctx.report((i * permutations + p + 1) / (ctx.batch * permutations))
+            for start in range(0, permutations, ORDERINGS_PER_PASS):
+                group = orders[start:start + ORDERINGS_PER_PASS].to(ctx.activations.device)
+                values = game.prefix_values_many(group).double()
+                for p, (order, v) in enumerate(zip(group, values), start):
+                    total[order] += v[1:] - v[:-1]
+                    running[p, i] = (total / (p + 1)).to(running.dtype)
+                ctx.report((i * permutations + start + len(group)) / (ctx.batch * permutations))
         ctx.info["running"] = running
         ctx.info["permutations"] = orders
         return running[-1]

@@ -60,3 +60,16 @@ def test_peak_memory_sees_torch_allocations():
         x = torch.ones(64, 1024, 1024)  # 256 MiB, touched
         del x
     assert peak.peak > 200 * 2**20
+
+
+def test_time_shap_rows_at_lite0_inner_block():
+    from camlib import clampsum
+
+    s = speed.load_subject("efficientnet_lite0", "blocks.6")
+    logs = []
+    row = speed.time_shap(s, "blocks.6", repeats=1, permutation_counts=[2], batch_size=64, log=logs.append)
+    assert row["maps"] == 320 and not row["linear"] and row["group"] == 16
+    assert row["kernel"] == clampsum.available()
+    assert row["max_diff"] < 1e-3  # fast (grouped and alone) == naive on the same orderings
+    assert row["naive"] > 0 and row["fast"] > 0 and row["fast_single"] > 0 and row["shapcam"][2] > 0
+    assert "groups of 16" in logs[0]
