@@ -457,6 +457,8 @@ class FastCoalitions:
     def prefix_values(self, permutation: torch.Tensor) -> torch.Tensor:
         """F^c on the K + 1 prefixes of an ordering; Add boundaries by running sums along it."""
         permutation = permutation.to(self.device)
+        if self.readout is not None and not isinstance(self.final, Add):
+            return self.prefix_values_many(permutation[None])[0]
         if isinstance(self.final, Add):  # in float64: the differences of prefixes are the D_k
             steps = self.final.d[permutation, self.target].double()
             base = self.final.base[0, self.target].double()

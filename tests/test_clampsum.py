@@ -155,3 +155,19 @@ def test_lite0_inner_block_uses_the_kernel(lite0, chelsea):
     naive = NaiveCoalitions(split.tail, a, (), 281)
     torch.testing.assert_close(kernel.prefix_values_many(orders), naive.prefix_values_many(orders),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_kernel_is_safe_from_concurrent_threads():
+    """App sessions share one model: SHAP-CAM through the kernel from 4 threads at once gives what
+    it gives alone."""
+    import concurrent.futures
+
+    model = _clamp_head_model("relu6")
+    *_, image, _ = _games(model)
+    alone = [camlib.explain(model, image, "shapcam", permutations=32, seed=s).coefficients for s in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda s: camlib.explain(model, image, "shapcam", permutations=32,
+                                                          seed=s).coefficients, range(4)))
+    for a, b in zip(alone, together):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(alone[0], alone[1])  # different seeds, different estimates

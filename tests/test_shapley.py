@@ -74,13 +74,15 @@ def _fast_equals_naive(model, layer, image, perms=2, atol=1e-4):
     exp = camlib.explain(model, image, "gradcam", layer=layer)
     split = model.split(layer)
     a = exp.activations[None]
-    fast = FastCoalitions(split.tail, a, (), int(exp.target), batch_size=64)
+    fast = FastCoalitions(split.tail, a, (), int(exp.target), batch_size=64)  # the fused kernel where it applies
+    tensor = FastCoalitions(split.tail, a, (), int(exp.target), batch_size=64, kernel=False)
     naive = NaiveCoalitions(split.tail, a, (), int(exp.target), batch_size=64)
     for order in sample_permutations(a.shape[1], perms, seed=0):
         expected = naive.prefix_values(order)
+        torch.testing.assert_close(fast.prefix_values(order), expected, rtol=1e-4, atol=atol)
         for cumulative in (False, True):  # CPU running adds; the accelerators' cumsum path
-            fast.cumulative = cumulative
-            torch.testing.assert_close(fast.prefix_values(order), expected, rtol=1e-4, atol=atol)
+            tensor.cumulative = cumulative
+            torch.testing.assert_close(tensor.prefix_values(order), expected, rtol=1e-4, atol=atol)
     torch.testing.assert_close(fast.leave_one_out(), naive.leave_one_out(), rtol=1e-4, atol=atol)
     return fast
 
