@@ -56,16 +56,18 @@ class _Rescale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, y = ctx.saved_tensors
-        x_act, x_ref = x.chunk(2)
-        y_act, y_ref = y.chunk(2)
-        dx, dy = x_act - x_ref, y_act - y_ref
-        with torch.enable_grad():
-            leaf = x_act.detach().requires_grad_(True)
-            (derivative,) = torch.autograd.grad(ctx.fn(leaf, *ctx.args, **ctx.kwargs), leaf,
-                                                torch.ones_like(leaf))
-        far = dx.abs() > EPS
-        multiplier = torch.where(far, dy / torch.where(far, dx, torch.ones_like(dx)), derivative)
+        multiplier = _rescale_multiplier(ctx, *x.chunk(2), *y.chunk(2))
         return grad * torch.cat([multiplier, multiplier]), None, None, None
+
+
+def _rescale_multiplier(ctx, x_act, x_ref, y_act, y_ref) -> torch.Tensor:
+    """Δy/Δx where |Δx| > EPS, else the derivative fn'(x_act) (``ctx`` holds fn, args, kwargs)."""
+    dx, dy = x_act - x_ref, y_act - y_ref
+    with torch.enable_grad():
+        leaf = x_act.detach().requires_grad_(True)
+        (derivative,) = torch.autograd.grad(ctx.fn(leaf, *ctx.args, **ctx.kwargs), leaf, torch.ones_like(leaf))
+    far = dx.abs() > EPS
+    return torch.where(far, dy / torch.where(far, dx, torch.ones_like(dx)), derivative)
 
 
 def _unpool(values: torch.Tensor, indices: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -87,28 +89,34 @@ class _MaxPoolRule(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, y, indices = ctx.saved_tensors
-        x_act, x_ref = x.chunk(2)
-        y_act, y_ref = y.chunk(2)
-        i_act, i_ref = indices.chunk(2)
-        g = grad.chunk(2)[0]
-        y_max = torch.maximum(y_act, y_ref)
-        delta_part = _unpool(g * (y_max - y_ref), i_act, x_act) + _unpool(g * (y_act - y_max), i_ref, x_act)
-        plain = _unpool(g, i_act, x_act)
-        dx = x_act - x_ref
-        far = dx.abs() > EPS
-        grad_in = torch.where(far, delta_part / torch.where(far, dx, torch.ones_like(dx)), plain)
+        grad_in = _max_rule(grad.chunk(2)[0], *x.chunk(2), *y.chunk(2), *indices.chunk(2))
         return torch.cat([grad_in, grad_in]), None
+
+
+def _max_rule(g, x_act, x_ref, y_act, y_ref, i_act, i_ref) -> torch.Tensor:
+    """DeepLIFT's max rule: the multipliers of a max pooling's input, given the output's ``g``."""
+    y_max = torch.maximum(y_act, y_ref)
+    i_ref = i_ref.expand_as(i_act)
+    delta_part = _unpool(g * (y_max - y_ref), i_act, x_act) + _unpool(g * (y_act - y_max), i_ref, x_act)
+    dx = x_act - x_ref
+    far = dx.abs() > EPS
+    return torch.where(far, delta_part / torch.where(far, dx, torch.ones_like(dx)), _unpool(g, i_act, x_act))
 
 
 _POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
 
 
-def _max_pool(x, *args, **kwargs):
+def _pool_kwargs(args: tuple, kwargs: dict) -> dict:
+    """F.max_pool2d's arguments as keywords, without return_indices, stride defaulting to the kernel."""
     kwargs = {**dict(zip(_POOL_ARGS, args)), **kwargs}
     kwargs.pop("return_indices", None)
     if kwargs.get("stride") is None:
         kwargs["stride"] = kwargs["kernel_size"]
-    return _MaxPoolRule.apply(x, kwargs)
+    return kwargs
+
+
+def _max_pool(x, *args, **kwargs):
+    return _MaxPoolRule.apply(x, _pool_kwargs(args, kwargs))
 
 
 def _rescaled(fn):
@@ -214,13 +222,7 @@ class _RescaleAgainst(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, y, x_ref, y_ref = ctx.saved_tensors
-        dx, dy = x - x_ref, y - y_ref
-        with torch.enable_grad():
-            leaf = x.detach().requires_grad_(True)
-            (derivative,) = torch.autograd.grad(ctx.fn(leaf, *ctx.args, **ctx.kwargs), leaf, torch.ones_like(leaf))
-        far = dx.abs() > EPS
-        multiplier = torch.where(far, dy / torch.where(far, dx, torch.ones_like(dx)), derivative)
-        return grad * multiplier, None, None, None, None
+        return grad * _rescale_multiplier(ctx, x, x_ref, y, y_ref), None, None, None, None
 
 
 class _MaxPoolAgainst(torch.autograd.Function):
@@ -236,12 +238,7 @@ class _MaxPoolAgainst(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, y, i_act, x_ref, y_ref, i_ref = ctx.saved_tensors
-        y_max = torch.maximum(y, y_ref)
-        delta_part = _unpool(g * (y_max - y_ref), i_act, x) + _unpool(g * (y - y_max), i_ref.expand_as(i_act), x)
-        dx = x - x_ref
-        far = dx.abs() > EPS
-        return torch.where(far, delta_part / torch.where(far, dx, torch.ones_like(dx)), _unpool(g, i_act, x)), \
-            None, None
+        return _max_rule(g, x, x_ref, y, y_ref, i_act, i_ref), None, None
 
 
 def _rescaled_against(fn):
@@ -256,11 +253,7 @@ _AGAINST = {rescaled: _rescaled_against(fn) for fn, rescaled in RESCALE_FUNCTION
 
 
 def _max_pool_against(x, x_ref, *args, **kwargs):
-    kwargs = {**dict(zip(_POOL_ARGS, args)), **kwargs}
-    kwargs.pop("return_indices", None)
-    if kwargs.get("stride") is None:
-        kwargs["stride"] = kwargs["kernel_size"]
-    return _MaxPoolAgainst.apply(x, x_ref, kwargs)
+    return _MaxPoolAgainst.apply(x, x_ref, _pool_kwargs(args, kwargs))
 
 
 def deeplift_tail_with_reference(tail: fx.GraphModule, reference: torch.Tensor) -> tuple[fx.GraphModule, torch.Tensor]:
