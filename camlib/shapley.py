@@ -208,9 +208,8 @@ class FastCoalitions:
             self._build_opaque_graph()
         # The clamp readout (module docstring), for the fused CPU kernel; ``kernel``: None = when
         # possible, False = never (the tensor path), True = required.
-        self.readout = self._clamp_readout() if kernel is not False and self.device.type == "cpu" else None
-        if self.readout is not None and not clampsum.available():
-            self.readout = None
+        usable = kernel is not False and self.device.type == "cpu" and clampsum.available()
+        self.readout = self._clamp_readout() if usable else None
         if kernel and self.readout is None:
             raise ValueError("the fused clamp-readout kernel does not apply to this tail or device "
                              "(or numba is not installed)")
@@ -457,7 +456,7 @@ class FastCoalitions:
     def prefix_values(self, permutation: torch.Tensor) -> torch.Tensor:
         """F^c on the K + 1 prefixes of an ordering; Add boundaries by running sums along it."""
         permutation = permutation.to(self.device)
-        if self.readout is not None and not isinstance(self.final, Add):
+        if self.readout is not None:
             return self.prefix_values_many(permutation[None])[0]
         if isinstance(self.final, Add):  # in float64: the differences of prefixes are the D_k
             steps = self.final.d[permutation, self.target].double()
@@ -481,7 +480,7 @@ class FastCoalitions:
     def prefix_values_many(self, permutations: torch.Tensor) -> torch.Tensor:
         """F^c on the K + 1 prefixes of each of P orderings: (P, K + 1). The clamp readout on the
         CPU takes all P orderings in one fused pass (each block of D read once for all of them)."""
-        if self.readout is None or isinstance(self.final, Add):
+        if self.readout is None:
             return torch.stack([self.prefix_values(p) for p in permutations])
         lo, hi, weight, constant = self.readout
         add = self.env[self.boundary[0]]
