@@ -46,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from camlib import clampsum
+from camlib.blockdot import block_dots
 from camlib.deeplift import MAXPOOL_FUNCTIONS, RESCALE_FUNCTIONS, RESCALE_METHODS
 from camlib.split import is_affine_node
 
@@ -191,6 +192,56 @@ def _run(node: fx.Node, modules: dict, gm: fx.GraphModule, args, kwargs):
     raise ValueError(node.op)
 
 
+DEPENDENT = object()  # what ``value_of`` of :func:`is_channelwise` gives for a map-dependent input
+
+
+def is_flatten(node: fx.Node, modules: dict) -> bool:
+    """Whether ``node`` flattens all dimensions from 1 on (channel k -> a contiguous block)."""
+    if node.op == "call_module" and type(modules[node.target]) is nn.Flatten:
+        return modules[node.target].start_dim == 1 and modules[node.target].end_dim == -1
+    if (node.op == "call_function" and node.target is torch.flatten) or \
+            (node.op == "call_method" and node.target == "flatten"):
+        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+        return start == 1 and len(node.args) <= 2 and "end_dim" not in node.kwargs
+    return False
+
+
+def is_channelwise(node: fx.Node, modules: dict, n_maps: int, value_of: Callable[[fx.Node], object]) -> bool:
+    """Whether channel k of ``node``'s output depends only on channel k of its map-dependent inputs.
+
+    ``value_of(a)``: the value of an input that does not depend on the maps, else ``DEPENDENT``.
+    """
+    if node.op == "call_function" and node.target in _CHANNELWISE_FUNCTIONS:
+        return all(value_of(a) is not DEPENDENT for a in node.all_input_nodes[1:])
+    if node.op == "call_method" and node.target in _CHANNELWISE_METHODS:
+        return len(node.all_input_nodes) == 1
+    if node.op == "call_method" and node.target == "mean" or \
+            node.op == "call_function" and node.target is torch.mean:
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        dims = (dims,) if isinstance(dims, int) else dims
+        return dims is not None and all(d in (2, 3, -1, -2) for d in dims) and \
+            (node.kwargs.get("keepdim", False) or (len(node.args) > 2 and node.args[2]))
+    if node.op == "call_module":
+        module = modules[node.target]
+        if type(module) in (nn.BatchNorm2d, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d,
+                            nn.AdaptiveMaxPool2d):
+            return True
+        if (_conv_groups_ok(module) or _is_conv_same(module)) and \
+                module.groups == module.in_channels == module.out_channels == n_maps:
+            return True  # depthwise convolution
+        return False
+    if node.op == "call_function" and node.target in _ARITHMETIC:
+        for a in node.args:
+            if isinstance(a, fx.Node) and value_of(a) is not DEPENDENT:
+                v = value_of(a)
+                if isinstance(v, torch.Tensor) and v.dim() > 0 and \
+                        not (v.shape[0] == 1 and (v.dim() < 2 or v.shape[1] in (1, n_maps))
+                             and all(s == 1 for s in v.shape[2:])):
+                    return False
+        return True
+    return False
+
+
 class FastCoalitions:
     """F^c(h_A(a')) for one image by the Sep / Add / Opaque interpretation of the tail (see module
     docstring). Same interface as :class:`NaiveCoalitions`."""
@@ -237,12 +288,13 @@ class FastCoalitions:
             return OPAQUE
         dependent = [v for v in inputs if not isinstance(v, Fixed)]
         if all(isinstance(v, Sep) for v in dependent):
-            if self._channelwise(node, env):
+            if is_channelwise(node, self.modules, self.n,
+                              lambda a: env[a].value if isinstance(env[a], Fixed) else DEPENDENT):
                 return self._apply_sep(node, env)
             if node.op == "call_module" and _conv_groups_ok(self.modules[node.target]) \
                     and self.modules[node.target].groups == 1 and len(node.all_input_nodes) == 1:
                 return self._conv_of_sep(node, env[node.all_input_nodes[0]])
-            if self._is_flatten(node):
+            if is_flatten(node, self.modules):
                 return SepFlat(env[node.all_input_nodes[0]])
             return OPAQUE
         if all(isinstance(v, SepFlat) for v in dependent) and len(node.all_input_nodes) == 1 \
@@ -273,47 +325,6 @@ class FastCoalitions:
     def _affine(self, node: fx.Node, env: dict) -> bool:
         return is_affine_node(node, self.modules, lambda a: isinstance(a, fx.Node) and not isinstance(env[a], Fixed))
 
-    def _is_flatten(self, node: fx.Node) -> bool:
-        if node.op == "call_module" and type(self.modules[node.target]) is nn.Flatten:
-            return self.modules[node.target].start_dim == 1 and self.modules[node.target].end_dim == -1
-        if (node.op == "call_function" and node.target is torch.flatten) or \
-                (node.op == "call_method" and node.target == "flatten"):
-            start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-            return start == 1 and len(node.args) <= 2 and "end_dim" not in node.kwargs
-        return False
-
-    def _channelwise(self, node: fx.Node, env: dict) -> bool:
-        """Whether channel k of the output depends only on channel k of the Sep inputs."""
-        if node.op == "call_function" and node.target in _CHANNELWISE_FUNCTIONS:
-            return all(isinstance(env[a], Fixed) for a in node.all_input_nodes[1:])
-        if node.op == "call_method" and node.target in _CHANNELWISE_METHODS:
-            return len(node.all_input_nodes) == 1
-        if node.op == "call_method" and node.target == "mean" or \
-                node.op == "call_function" and node.target is torch.mean:
-            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            dims = (dims,) if isinstance(dims, int) else dims
-            return dims is not None and all(d in (2, 3, -1, -2) for d in dims) and \
-                (node.kwargs.get("keepdim", False) or (len(node.args) > 2 and node.args[2]))
-        if node.op == "call_module":
-            module = self.modules[node.target]
-            if type(module) in (nn.BatchNorm2d, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d,
-                                nn.AdaptiveMaxPool2d):
-                return True
-            if (_conv_groups_ok(module) or _is_conv_same(module)) and \
-                    module.groups == module.in_channels == module.out_channels == self.n:
-                return True  # depthwise convolution
-            return False
-        if node.op == "call_function" and node.target in _ARITHMETIC:
-            for a in node.args:
-                if isinstance(a, fx.Node) and isinstance(env[a], Fixed):
-                    v = env[a].value
-                    if isinstance(v, torch.Tensor) and v.dim() > 0 and \
-                            not (v.shape[0] == 1 and (v.dim() < 2 or v.shape[1] in (1, self.n))
-                                 and all(s == 1 for s in v.shape[2:])):
-                        return False
-            return True
-        return False
-
     def _apply_sep(self, node: fx.Node, env: dict) -> Sep:
         out = []
         for part in ("v1", "v0"):
@@ -342,11 +353,11 @@ class FastCoalitions:
         return Add(base, d.view(self.n, out_channels, *d.shape[2:]))
 
     def _linear_of_sepflat(self, module: nn.Linear, sep: Sep) -> Add:
-        """A fully connected layer of a flattened Sep value: D_k = W[:, block k] · Δ_k."""
+        """A fully connected layer of a flattened Sep value: D_k = W[:, block k] · Δ_k, in one read
+        of W (:func:`camlib.blockdot.block_dots`)."""
         base = module(sep.v0.flatten(1))
-        delta = (sep.v1 - sep.v0).reshape(self.n, -1)
-        weight = module.weight.view(module.out_features, self.n, -1)
-        return Add(base, torch.einsum("okp,kp->ko", weight, delta))
+        delta = (sep.v1 - sep.v0).reshape(1, self.n, -1)
+        return Add(base, block_dots(module.weight, delta)[0].contiguous())
 
     # -- the opaque remainder -----------------------------------------------------------------------
 
