@@ -14,6 +14,8 @@ from typing import Callable
 
 import torch
 
+from camlib import blocklinear
+
 Progress = Callable[[float], None]
 
 
@@ -59,9 +61,26 @@ class Context:
         """∂F^c(A)/∂A (B, K, h, w): one backward pass through the tail only (through the graph of
         :meth:`GradientMethod.tail_pass` when the method kept it, else after a new tail pass)."""
         state = self.tail_state
+        if isinstance(state, blocklinear.BlockLinearPass) and state.x is not None:
+            return state.gradients(self.target)
         a, out = state if isinstance(state, GradientState) else tail_with_graph(self.split, self.activations, self.fixed)
         (grad,) = torch.autograd.grad(out.gather(1, self.target[:, None]).sum(), a)
         return grad
+
+    @cached_property
+    def gradient_sums(self) -> torch.Tensor:
+        """Σ_ij ∂F^c(A)/∂A_k(i, j) (B, K): from the block-linear pass when the method's tail pass
+        made one (:mod:`camlib.blocklinear`), else from :attr:`gradients`."""
+        if isinstance(self.tail_state, blocklinear.BlockLinearPass) and "sum" in self.tail_state.directions:
+            return self.tail_state.per_map("sum", self.target)
+        return self.gradients.sum(dim=(2, 3))
+
+    @cached_property
+    def gradient_dots(self) -> torch.Tensor:
+        """Σ_ij A_k(i, j) · ∂F^c(A)/∂A_k(i, j) (B, K), as :attr:`gradient_sums`."""
+        if isinstance(self.tail_state, blocklinear.BlockLinearPass) and "dot" in self.tail_state.directions:
+            return self.tail_state.per_map("dot", self.target)
+        return (self.activations * self.gradients).sum(dim=(2, 3))
 
     def target_logits_of_tail(self, i: int, activations: torch.Tensor) -> torch.Tensor:
         """F^c on a batch of modified activations of image i, in chunks (no gradients)."""
@@ -107,8 +126,20 @@ class CamMethod:
 
 
 class GradientMethod(CamMethod):
-    """A method built on ∂F^c/∂A: the tail pass keeps its autograd graph for ``ctx.gradients``."""
+    """A method built on ∂F^c/∂A: the tail pass keeps its autograd graph for ``ctx.gradients``.
+
+    A method lists what it reads in ``needs``: "sum" (``ctx.gradient_sums``), "dot"
+    (``ctx.gradient_dots``), "gradients" (``ctx.gradients``). On a "pooling → flatten → fully
+    connected" tail its tail pass then reads the FC weights once, or for "gradients" only the rows
+    whose ReLU is on, instead of twice (:mod:`camlib.blocklinear`).
+    """
+
+    needs: tuple[str, ...] = ()
 
     def tail_pass(self, model, split, activations: torch.Tensor, fixed: tuple) -> tuple[torch.Tensor, object]:
+        tail = blocklinear.applicable(model, split, activations, fixed) if self.needs else None
+        if tail is not None:
+            state = blocklinear.gradient_pass(model, tail, split.layer, activations, self.needs)
+            return state.logits.detach(), state
         state = tail_with_graph(split, activations, fixed)
         return state[1].detach(), state

@@ -12,9 +12,10 @@ class GradCAM(GradientMethod):
 
     key, title = "gradcam", "Grad-CAM"
     summary = "average gradient of the target logit over each activation map"
+    needs = ("sum",)
 
     def coefficients(self, ctx: Context, **options) -> torch.Tensor:
-        return ctx.gradients.mean(dim=(2, 3))
+        return ctx.gradient_sums / (ctx.activations.shape[2] * ctx.activations.shape[3])
 
 
 class CAM(GradientMethod):
@@ -26,9 +27,10 @@ class CAM(GradientMethod):
 
     key, title = "cam", "CAM"
     summary = "the classifier's weight of each map (only for GAP + linear heads)"
+    needs = ("sum",)
 
     def coefficients(self, ctx: Context, **options) -> torch.Tensor:
         if not ctx.split.linear_tail:
             raise ValueError(f"CAM needs a linear (GAP + fully connected) tail, but the tail after layer "
                              f"{ctx.split.layer!r} is nonlinear; use Grad-CAM or LIFT-CAM, or the last layer")
-        return ctx.gradients.sum(dim=(2, 3))
+        return ctx.gradient_sums

@@ -21,6 +21,7 @@ class GradCAMPlusPlus(GradientMethod):
 
     key, title = "gradcampp", "Grad-CAM++"
     summary = "positive gradients weighted by second/third-order terms (closed form)"
+    needs = ("gradients",)
 
     def coefficients(self, ctx: Context, **options) -> torch.Tensor:
         g = ctx.gradients

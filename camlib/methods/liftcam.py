@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from camlib import blocklinear
 from camlib.deeplift import deeplift_forward, deeplift_tail, deeplift_tail_with_reference
 from camlib.methods.base import CamMethod, Context
 
@@ -24,7 +25,12 @@ class LiftCAM(CamMethod):
     def tail_pass(self, model, split, activations: torch.Tensor, fixed: tuple):
         """The one tail pass. Without fixed inputs the reference is the same for every image, so
         it is run once per (model, layer) and stored, and the DeepLIFT tail runs on A alone;
-        with fixed inputs (VQA: the question) it runs on the batch [A; 0]."""
+        with fixed inputs (VQA: the question) it runs on the batch [A; 0]. On a "pooling → flatten →
+        fully connected" tail it reads the FC weights once (:func:`camlib.blocklinear.lift_pass`)."""
+        tail = blocklinear.applicable(model, split, activations, fixed)
+        if tail is not None:
+            state = blocklinear.lift_pass(model, tail, split.layer, activations)
+            return state.logits.detach(), state
         if not fixed:
             zero = torch.zeros_like(activations[:1])
             dl_tail, ref_logits = model.derived(("deeplift-reference", split.layer),
@@ -41,13 +47,21 @@ class LiftCAM(CamMethod):
     def coefficients(self, ctx: Context, **options) -> torch.Tensor:
         state = ctx.tail_state if ctx.tail_state is not None else \
             self.tail_pass(ctx.model, ctx.split, ctx.activations, ctx.fixed)[1]
+        if isinstance(state, blocklinear.LiftPass):
+            alpha = state.coefficients(ctx.target)
+            self._record(ctx, alpha, state.logits.detach(), state.reference_logits.expand(ctx.batch, -1))
+            return alpha
         x, out, ref_out = state[:3]
         wrt = state[3] if len(state) > 3 else x  # the batched form differentiates [A; 0]
         selected = out.gather(1, ctx.target[:, None]).sum()
         (grad,) = torch.autograd.grad(selected, wrt)
         alpha = (grad[:ctx.batch] * ctx.activations).sum(dim=(2, 3))  # C = m ∘ (A - 0), summed per map
-        ref_logits = ref_out.gather(1, ctx.target[:, None])[:, 0]
-        delta = out.detach().gather(1, ctx.target[:, None])[:, 0] - ref_logits
-        ctx.info["local_accuracy"] = (alpha.sum(1), delta)
-        ctx.info["reference_logit"] = ref_logits
+        self._record(ctx, alpha, out.detach(), ref_out)
         return alpha
+
+    @staticmethod
+    def _record(ctx: Context, alpha: torch.Tensor, logits: torch.Tensor, ref_logits: torch.Tensor) -> None:
+        """Local accuracy (Σα, F^c(A) - F^c(0)) and F^c(0) into ``ctx.info``."""
+        ref = ref_logits.gather(1, ctx.target[:, None])[:, 0]
+        ctx.info["local_accuracy"] = (alpha.sum(1), logits.gather(1, ctx.target[:, None])[:, 0] - ref)
+        ctx.info["reference_logit"] = ref

@@ -16,11 +16,12 @@ class XGradCAM(GradientMethod):
 
     key, title = "xgradcam", "XGrad-CAM"
     summary = "gradients weighted by the normalised activations (axiom-based)"
+    needs = ("dot",)
 
     def coefficients(self, ctx: Context, **options) -> torch.Tensor:
         a = ctx.activations
         total = a.sum(dim=(2, 3))
-        weighted = (a * ctx.gradients).sum(dim=(2, 3))
+        weighted = ctx.gradient_dots
         nonzero = total != 0
         return torch.where(nonzero, weighted / torch.where(nonzero, total, torch.ones_like(total)),
                            torch.zeros_like(total))
