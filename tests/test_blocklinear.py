@@ -173,3 +173,21 @@ def test_concurrent_calls_share_one_model(monkeypatch):
                                  cases))
     for a, b in zip(alone, together):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_alexnet_overlapping_pools(monkeypatch):
+    """torchvision's AlexNet (random weights): overlapping 3x3 / stride-2 max pooling, then an
+    adaptive average pooling and a 9216 → 4096 FC layer. All four methods equal autograd's."""
+    import torchvision
+
+    monkeypatch.setattr(blocklinear, "MIN_WEIGHT_NUMEL", 1 << 24)  # AlexNet's 37.7 M weights qualify as they are
+    torch.manual_seed(0)
+    net = torchvision.models.alexnet(weights=None).eval()
+    model = CamModel("alexnet", net, torch.device("cpu"), [str(i) for i in range(1000)],
+                     default_layer="features.11", input_size=(224, 224))
+    x = torch.rand(1, 3, 224, 224)
+    for method in ("gradcam", "xgradcam", "gradcampp", "liftcam"):
+        state = _state(model, "features.11", x, method)
+        assert isinstance(state, (blocklinear.BlockLinearPass, blocklinear.LiftPass))
+        fast, slow = _explain_both(model, x, method, "features.11", monkeypatch)
+        torch.testing.assert_close(fast.coefficients, slow.coefficients, rtol=1e-4, atol=1e-9)
