@@ -10,6 +10,7 @@ import torch
 from camlib.cam import saliency_maps
 from camlib.devices import network_batch, network_input
 from camlib.methods import Context, get_method
+from camlib.split import join_chunks
 
 
 @dataclasses.dataclass
@@ -120,13 +121,8 @@ def explain(model, image, method: str = "liftcam", layer: str | None = None, tar
 def _head(split, inputs: torch.Tensor, extra: tuple, chunk: int) -> tuple[torch.Tensor, tuple]:
     """The head on a batch, ``chunk`` images at a time in the device's fastest layout
     (:func:`camlib.devices.network_input`); the outputs come back contiguous."""
-    parts = [[v.contiguous() if isinstance(v, torch.Tensor) else v
-              for v in split.head(network_input(inputs[i:i + chunk]), *(e[i:i + chunk] for e in extra))]
-             for i in range(0, inputs.shape[0], chunk)]
-    if len(parts) == 1:
-        return parts[0][0], tuple(parts[0][1:])
-    joined = [torch.cat(values) if isinstance(values[0], torch.Tensor) and values[0].dim() > 0 else values[0]
-              for values in zip(*parts)]
+    joined = join_chunks([split.head(network_input(inputs[i:i + chunk]), *(e[i:i + chunk] for e in extra))
+                          for i in range(0, inputs.shape[0], chunk)])
     return joined[0], tuple(joined[1:])
 
 

@@ -208,6 +208,15 @@ class Split:
     n_fixed: int
 
 
+def join_chunks(parts: Sequence[Sequence]) -> list:
+    """The outputs of a graph (the head) run on consecutive chunks of a batch, joined: tensors with
+    a batch dimension are concatenated (contiguous), anything else is taken from the first chunk."""
+    if len(parts) == 1:
+        return [v.contiguous() if isinstance(v, torch.Tensor) else v for v in parts[0]]
+    return [torch.cat([v.contiguous() for v in values]) if isinstance(values[0], torch.Tensor) and values[0].dim() > 0
+            else values[0] for values in zip(*parts)]
+
+
 # Ops through which the tail is affine in the activations (used to flag linear tails).
 _AFFINE_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.AdaptiveAvgPool2d,
                    nn.AvgPool2d, nn.Flatten, nn.Identity, nn.Dropout)

@@ -168,3 +168,15 @@ def test_scorecam_with_constant_maps_matches_pytorch_grad_cam(make_tiny):
                                  ours.activations.numpy(), None)
     torch.testing.assert_close(ours.coefficients, torch.as_tensor(theirs).float(), rtol=1e-4, atol=1e-6)
     assert ours.coefficients[0, 1] == ours.coefficients[0, 4]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 5])
+def test_scorecam_tail_groups_do_not_change_the_scores(tiny, batch_size):
+    """Score-CAM runs the head in chunks and the tail on groups of ``batch_size`` masked images
+    (a group may span chunks, and the last one is partial): the same coefficients as one group."""
+    torch.manual_seed(6)
+    x = torch.rand(2, 3, 16, 16)
+    whole = camlib.explain(tiny, x, "scorecam", target=[0, 2], batch_size=64)
+    grouped = camlib.explain(tiny, x, "scorecam", target=[0, 2], batch_size=batch_size)
+    torch.testing.assert_close(grouped.coefficients, whole.coefficients, rtol=1e-6, atol=1e-7)
+    assert (whole.coefficients > 0).all() and torch.allclose(whole.coefficients.sum(1), torch.ones(2))

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from camlib.devices import network_batch, network_input
 from camlib.methods.base import CamMethod, Context
+from camlib.split import join_chunks
 
 
 class ScoreCAM(CamMethod):
@@ -25,9 +26,11 @@ class ScoreCAM(CamMethod):
     (max = min; often half of EfficientNet-Lite0's last layer, zero after its ReLU6) has the
     all-zero mask H_k = 0, so all of them share the one score f^c(X ∘ 0) = f^c(0), the same for
     every image. The passes run in chunks of masked images made on the fly (never all K at once)
-    under inference mode: ``batch_size`` images at most, and on the CPU 4
-    (``devices.network_batch``: larger batches cost more per image there), channels-last
-    (``devices.network_input``: 1.3× faster per image for VGG16, 1.5× for Lite0).
+    under inference mode, split at the CAM layer: the head (the convolutions) ``batch_size`` images
+    at most, and on the CPU 4 (``devices.network_batch``: larger batches cost more per image there),
+    channels-last (``devices.network_input``: 1.3× faster per image for VGG16, 1.5× for Lite0); the
+    tail on the head outputs of ``batch_size`` masked images at once, so that VGG16's 480 MB of FC
+    weights are read once per 64 images rather than once per 4 (7.8 s of its 85 s on the CPU).
     """
 
     key, title = "scorecam", "Score-CAM"
@@ -53,15 +56,26 @@ class ScoreCAM(CamMethod):
                 scores[i] = zero[target]
                 done += 1
                 index = varying[i].nonzero().flatten()
+                pending: list[tuple] = []  # (maps, head outputs) waiting for one tail pass
                 for start in range(0, index.numel(), chunk_size):
                     chunk = index[start:start + chunk_size]
                     up = F.interpolate(ctx.activations[i, chunk, None], size=size, mode="bilinear",
                                        align_corners=True)
                     low = up.amin((1, 2, 3), keepdim=True)
                     high = up.amax((1, 2, 3), keepdim=True)
-                    batch = inputs[i:i + 1] * ((up - low) / (high - low + 1e-8))
+                    batch = network_input(inputs[i:i + 1] * ((up - low) / (high - low + 1e-8)))
                     held = tuple(e.expand(batch.shape[0], *e.shape[1:]) for e in extra)
-                    scores[i, chunk] = ctx.model.module(network_input(batch), *held)[:, target]
+                    pending.append((chunk, ctx.split.head(batch, *held)))
+                    if sum(c.numel() for c, _ in pending) >= ctx.batch_size or start + chunk_size >= index.numel():
+                        self._tail(ctx, pending, scores[i], target)
+                        pending = []
                     done += chunk.numel()
                     ctx.report(done / steps)
         return torch.softmax(scores, dim=1)
+
+    @staticmethod
+    def _tail(ctx: Context, pending: list, scores: torch.Tensor, target) -> None:
+        """The tail on the head outputs of several chunks at once: its weights (VGG16's 480 MB of
+        FC layers) are read once per ``batch_size`` masked images, not once per chunk."""
+        chunks, outputs = zip(*pending)
+        scores[torch.cat(chunks)] = ctx.split.tail(*join_chunks(outputs))[:, target]
