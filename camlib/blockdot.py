@@ -23,10 +23,10 @@ GPU, it is one ``einsum``.
 
 from __future__ import annotations
 
-import concurrent.futures
-
 import numpy as np
 import torch
+
+from camlib import compiled
 
 # active_rows_product: rows gathered per gemv (6 MB of VGG16's first FC layer: in cache), and the
 # fraction of active rows above which the plain product is as fast.
@@ -49,13 +49,7 @@ def block_dots(weight: torch.Tensor, x: torch.Tensor, threads: int | None = None
     w = weight.detach().to(x.dtype).contiguous().numpy()
     v = x.detach().contiguous().numpy()
     out = np.empty((w.shape[0], n_vectors, n_maps), dtype=v.dtype)
-    threads = max(1, min(threads or torch.get_num_threads(), w.shape[0]))
-    bounds = np.linspace(0, w.shape[0], threads + 1).astype(np.int64)
-    if threads == 1:
-        kernel(w, v, out, 0, w.shape[0])
-    else:
-        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda t: kernel(w, v, out, bounds[t], bounds[t + 1]), range(threads)))
+    compiled.spread(lambda first, stop: kernel(w, v, out, first, stop), w.shape[0], threads)
     return torch.from_numpy(out).permute(1, 2, 0)
 
 
@@ -88,9 +82,4 @@ def available() -> bool:
 
 
 def _kernel():
-    """The compiled kernel, or None where numba does not import."""
-    try:
-        from camlib._blockdot_kernel import block_dots_rows
-    except Exception:  # ImportError, or a numba that fails to initialise on this platform
-        return None
-    return block_dots_rows
+    return compiled.kernel("camlib._blockdot_kernel", "block_dots_rows")

@@ -23,11 +23,12 @@ GPU, ``FastCoalitions`` uses its tensor path.
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
 
 import numpy as np
 import torch
+
+from camlib import compiled
 
 # Columns of S per block: one row of a block is 4 KB (float32), a block of D (K rows) stays in L2.
 BLOCK = 1024
@@ -35,11 +36,7 @@ BLOCK = 1024
 
 def available() -> bool:
     """Whether the compiled kernel can be used (numba importable)."""
-    try:
-        import camlib._clampsum_kernel  # noqa: F401
-    except Exception:  # ImportError, or a numba that fails to initialise on this platform
-        return False
-    return True
+    return _kernel() is not None
 
 
 def prefix_readout(base: torch.Tensor, d: torch.Tensor, orders: torch.Tensor, weight: torch.Tensor,
@@ -51,24 +48,19 @@ def prefix_readout(base: torch.Tensor, d: torch.Tensor, orders: torch.Tensor, we
     orderings of 0..K-1. Blocks of columns are spread over ``threads`` threads (default: torch's
     intra-op threads); the kernel releases the GIL, so concurrent callers are safe.
     """
-    from camlib._clampsum_kernel import prefix_readout_blocks
-
+    kernel = _kernel()
     base_np = base.detach().contiguous().numpy()
     d_np = d.detach().contiguous().numpy()
     weight_np = weight.detach().to(d.dtype).contiguous().numpy()
     orders_np = orders.detach().to(torch.int64).contiguous().numpy()
-    n_blocks = math.ceil(base_np.shape[0] / BLOCK)
-    threads = max(1, min(threads or torch.get_num_threads(), n_blocks))
-    bounds = np.linspace(0, n_blocks, threads + 1).astype(np.int64)
     lo_, hi_ = d_np.dtype.type(lo), d_np.dtype.type(hi)
 
-    def run(t: int) -> np.ndarray:
-        return prefix_readout_blocks(base_np, d_np, orders_np, weight_np, lo_, hi_, BLOCK,
-                                     bounds[t], bounds[t + 1])
+    def run(first: int, stop: int) -> np.ndarray:  # the column blocks first..stop-1
+        return kernel(base_np, d_np, orders_np, weight_np, lo_, hi_, BLOCK, first, stop)
 
-    if threads == 1:
-        parts = [run(0)]
-    else:
-        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            parts = list(pool.map(run, range(threads)))
+    parts = compiled.spread(run, math.ceil(base_np.shape[0] / BLOCK), threads)
     return torch.from_numpy(np.sum(parts, axis=0))
+
+
+def _kernel():
+    return compiled.kernel("camlib._clampsum_kernel", "prefix_readout_blocks")
