@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.fx as fx
@@ -177,6 +177,38 @@ def _canonicalize(gm: fx.GraphModule) -> dict[fx.Node, fx.Node]:
     return removed
 
 
+# Activations that may overwrite their input, and producers whose backward does not need their
+# own output (so that an in-place activation after them stays correct under autograd too).
+_INPLACE_ACTIVATIONS = {F.relu: 1, F.hardtanh: 3, F.leaky_relu: 2, F.elu: 2, F.silu: 1, F.hardswish: 1,
+                        F.hardsigmoid: 1, F.mish: 1}  # the position of each one's ``inplace`` argument
+_LINEAR_PRODUCERS = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+_LINEAR_FUNCTIONS = (F.conv2d, F.linear, F.batch_norm, operator.add, torch.add)
+
+
+def _inplace_activations(gm: fx.GraphModule) -> fx.GraphModule:
+    """``gm`` with its activations made in-place where that is safe: after a convolution, linear
+    layer, batch norm or sum that nothing else reads. For the head and the segments, which run in
+    inference mode on large maps: a fresh 51 MB tensor per ReLU made VGG16's first ten layers 1.3×
+    slower than torchvision's in-place ReLUs (73 vs 57 ms per image in batches of 4). The tail keeps
+    its out-of-place activations (DeepLIFT reads each activation's input)."""
+    modules = dict(gm.named_modules())
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in _INPLACE_ACTIVATIONS or not node.args:
+            continue
+        source = node.args[0]
+        if not isinstance(source, fx.Node) or len(source.users) != 1:
+            continue
+        if (source.op == "call_module" and type(modules[source.target]) in _LINEAR_PRODUCERS) or \
+                (source.op == "call_function" and source.target in _LINEAR_FUNCTIONS):
+            position = _INPLACE_ACTIVATIONS[node.target]
+            if len(node.args) > position:
+                node.args = (*node.args[:position], True, *node.args[position + 1:])
+            else:
+                node.kwargs = {**node.kwargs, "inplace": True}
+    gm.recompile()
+    return gm
+
+
 # --------------------------------------------------------------------------------------------
 # Layers and splits
 # --------------------------------------------------------------------------------------------
@@ -215,6 +247,34 @@ def join_chunks(parts: Sequence[Sequence]) -> list:
         return [v.contiguous() if isinstance(v, torch.Tensor) else v for v in parts[0]]
     return [torch.cat([v.contiguous() for v in values]) if isinstance(values[0], torch.Tensor) and values[0].dim() > 0
             else values[0] for values in zip(*parts)]
+
+
+def run_in_groups(stages: Sequence[tuple[Callable, int]], chunks: Iterable[tuple[torch.Tensor, tuple]]
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Graphs run one after the other on a stream of chunks, each graph on the joined outputs of
+    at least ``size`` images (the last group of each may be smaller).
+
+    ``chunks``: (keys, outputs of the first graph) for a few images at a time; ``stages``:
+    (graph, size) for each later graph, which takes the outputs of the one before. Yields
+    (keys, output of the last graph) per group, the keys of its images in order.
+    """
+    pending: list[list] = [[] for _ in stages]
+
+    def advance(final: bool):
+        for n, (graph, size) in enumerate(stages):
+            if pending[n] and (final or sum(k.numel() for k, _ in pending[n]) >= size):
+                keys = torch.cat([k for k, _ in pending[n]])
+                out = graph(*join_chunks([v for _, v in pending[n]]))
+                pending[n] = []
+                if n + 1 < len(stages):
+                    pending[n + 1].append((keys, out if isinstance(out, tuple) else (out,)))
+                else:
+                    yield keys, out
+
+    for keys, outputs in chunks:
+        pending[0].append((keys, outputs))
+        yield from advance(False)
+    yield from advance(True)
 
 
 # Ops through which the tail is affine in the activations (used to flag linear tails).
@@ -392,6 +452,37 @@ class SplittableModel:
         tail = self._build_tail(cut, fixed, tail_nodes)
         return Split(info.name, head, tail, info.linear_tail, len(fixed))
 
+    def segment(self, start: str, end: str) -> fx.GraphModule | None:
+        """The part of the network from layer ``start``'s output to layer ``end``'s output, as a
+        GraphModule of one placeholder (``start``'s activations), so that ``head(end)`` equals
+        ``segment(start, end) ∘ head(start)``. None when that part reads anything else: a value
+        held fixed (a question) or a skip connection around ``start``. Both must be CAM layers,
+        ``start`` the earlier."""
+        first, last = self._node_of(self.layer_info(start).name), self._node_of(self.layer_info(end).name)
+        after = self._descendants(first)
+        if last not in after:
+            return None
+        wanted, stack = set(), [last]  # the ancestors of ``last`` that come after ``first``
+        while stack:
+            node = stack.pop()
+            if node not in wanted and node in after:
+                wanted.add(node)
+                stack.extend(node.all_input_nodes)
+        graph = fx.Graph()
+        env: dict[fx.Node, fx.Node] = {first: graph.placeholder("activations")}
+        for node in self.graph_module.graph.nodes:
+            if node not in wanted:
+                continue
+            for arg in node.all_input_nodes:
+                if arg in env:
+                    continue
+                if arg.op != "get_attr":
+                    return None
+                env[arg] = graph.node_copy(arg, lambda n: env[n])
+            env[node] = graph.node_copy(node, lambda n: env[n])
+        graph.output(env[last])
+        return _inplace_activations(fx.GraphModule(self.graph_module, graph))
+
     def _build_head(self, cut: fx.Node, fixed: list[fx.Node]) -> fx.GraphModule:
         wanted: set[fx.Node] = set()
         stack = [cut, *fixed]
@@ -406,7 +497,7 @@ class SplittableModel:
             if node.op == "placeholder" or node in wanted:
                 env[node] = graph.node_copy(node, lambda n: env[n])
         graph.output((env[cut], *[env[n] for n in fixed]))
-        return fx.GraphModule(self.graph_module, graph)
+        return _inplace_activations(fx.GraphModule(self.graph_module, graph))
 
     def _build_tail(self, cut: fx.Node, fixed: list[fx.Node], tail_nodes: list[fx.Node]) -> fx.GraphModule:
         graph = fx.Graph()

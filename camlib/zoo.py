@@ -199,6 +199,10 @@ class CamModel:
                 self._splits[name] = self._splittable.split(name)
             return self._splits[name]
 
+    def segment(self, start: str, end: str):
+        """The network from layer ``start``'s output to layer ``end``'s (``SplittableModel.segment``)."""
+        return self._splittable.segment(start, end)
+
     def derived(self, key: tuple, build: Callable[[], object]):
         """A per-model cache for objects derived from splits (DeepLIFT tails, SHAP plans)."""
         with self._lock:

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from camlib.devices import network_batch, network_input
 from camlib.methods.base import CamMethod, Context
-from camlib.split import join_chunks
+from camlib import nnpack
+from camlib.split import run_in_groups
 
 
 class ScoreCAM(CamMethod):
@@ -26,11 +27,10 @@ class ScoreCAM(CamMethod):
     (max = min; often half of EfficientNet-Lite0's last layer, zero after its ReLU6) has the
     all-zero mask H_k = 0, so all of them share the one score f^c(X ∘ 0) = f^c(0), the same for
     every image. The passes run in chunks of masked images made on the fly (never all K at once)
-    under inference mode, split at the CAM layer: the head (the convolutions) ``batch_size`` images
-    at most, and on the CPU 4 (``devices.network_batch``: larger batches cost more per image there),
-    channels-last (``devices.network_input``: 1.3× faster per image for VGG16, 1.5× for Lite0); the
-    tail on the head outputs of ``batch_size`` masked images at once, so that VGG16's 480 MB of FC
-    weights are read once per 64 images rather than once per 4 (7.8 s of its 85 s on the CPU).
+    under inference mode, in stages (:meth:`_stages`): the head (the convolutions) on
+    ``batch_size`` images at most, and on the CPU 4 (``devices.network_batch``: larger batches
+    cost more per image there), channels-last (``devices.network_input``: 1.3× faster per image
+    for VGG16, 1.5× for Lite0); later stages on the joined outputs of more masked images.
     """
 
     key, title = "scorecam", "Score-CAM"
@@ -43,8 +43,26 @@ class ScoreCAM(CamMethod):
         flat = ctx.activations.flatten(2)
         varying = flat.amax(2) > flat.amin(2)  # (B, K); the others are constant maps
         chunk_size = max(1, min(ctx.batch_size, network_batch(inputs.device)))
+        head, stages = self._stages(ctx)
         steps = int(varying.sum()) + ctx.batch
         done = 0
+
+        def chunks(i: int, extra: tuple):
+            """(maps, head outputs) for the masked images of image i, a few at a time."""
+            nonlocal done
+            index = varying[i].nonzero().flatten()
+            for start in range(0, index.numel(), chunk_size):
+                chunk = index[start:start + chunk_size]
+                up = F.interpolate(ctx.activations[i, chunk, None], size=size, mode="bilinear",
+                                   align_corners=True)
+                low = up.amin((1, 2, 3), keepdim=True)
+                high = up.amax((1, 2, 3), keepdim=True)
+                batch = network_input(inputs[i:i + 1] * ((up - low) / (high - low + 1e-8)))
+                held = tuple(e.expand(batch.shape[0], *e.shape[1:]) for e in extra)
+                yield chunk, head(batch, *held)
+                done += chunk.numel()
+                ctx.report(done / steps)
+
         with torch.inference_mode():
             # The all-zero mask gives the input X ∘ 0 = 0 whatever the image: one pass for the batch
             # (one per image when further inputs, e.g. a question, differ between images).
@@ -55,27 +73,22 @@ class ScoreCAM(CamMethod):
                 zero = blank if blank is not None else ctx.model.module(torch.zeros_like(inputs[:1]), *extra)[0]
                 scores[i] = zero[target]
                 done += 1
-                index = varying[i].nonzero().flatten()
-                pending: list[tuple] = []  # (maps, head outputs) waiting for one tail pass
-                for start in range(0, index.numel(), chunk_size):
-                    chunk = index[start:start + chunk_size]
-                    up = F.interpolate(ctx.activations[i, chunk, None], size=size, mode="bilinear",
-                                       align_corners=True)
-                    low = up.amin((1, 2, 3), keepdim=True)
-                    high = up.amax((1, 2, 3), keepdim=True)
-                    batch = network_input(inputs[i:i + 1] * ((up - low) / (high - low + 1e-8)))
-                    held = tuple(e.expand(batch.shape[0], *e.shape[1:]) for e in extra)
-                    pending.append((chunk, ctx.split.head(batch, *held)))
-                    if sum(c.numel() for c, _ in pending) >= ctx.batch_size or start + chunk_size >= index.numel():
-                        self._tail(ctx, pending, scores[i], target)
-                        pending = []
-                    done += chunk.numel()
-                    ctx.report(done / steps)
+                for maps, logits in run_in_groups(stages, chunks(i, extra)):
+                    scores[i, maps] = logits[:, target]
         return torch.softmax(scores, dim=1)
 
     @staticmethod
-    def _tail(ctx: Context, pending: list, scores: torch.Tensor, target) -> None:
-        """The tail on the head outputs of several chunks at once: its weights (VGG16's 480 MB of
-        FC layers) are read once per ``batch_size`` masked images, not once per chunk."""
-        chunks, outputs = zip(*pending)
-        scores[torch.cat(chunks)] = ctx.split.tail(*join_chunks(outputs))[:, target]
+    def _stages(ctx: Context) -> tuple:
+        """The head, run on each chunk, and the later stages with how many images each takes.
+
+        By default the tail runs on the head outputs of ``batch_size`` masked images at once, so
+        that VGG16's 480 MB of FC weights are read once per 64 images rather than once per 4 (7.8 s
+        of its 85 s on the CPU). On the CPU with NNPACK (``camlib.nnpack.stages``) the head is cut
+        again at 1/4 of the input's side, and the middle runs on 32 images at once through NNPACK."""
+        plan = None
+        if not ctx.extra and nnpack.available(ctx.activations.device):
+            plan = nnpack.stages(ctx.model, ctx.split)
+        if plan is None:
+            return ctx.split.head, [(ctx.split.tail, ctx.batch_size)]
+        head, middle, tail = plan
+        return head, [(middle, min(ctx.batch_size, nnpack.MIDDLE_BATCH)), (tail, ctx.batch_size)]

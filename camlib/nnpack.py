@@ -1,0 +1,116 @@
+"""NNPACK convolutions for large inference batches on the CPU (used by Score-CAM).
+
+PyTorch ships NNPACK (fast-convolution algorithms) beside oneDNN, but only picks it when oneDNN is
+switched off by a process-wide flag, which would change every convolution of every app session.
+Here it is chosen per graph instead: :func:`rewrite` returns a copy of a GraphModule in which
+each 3×3, stride-1, ungrouped ``nn.Conv2d`` runs ``torch._nnpack_spatial_convolution`` on the
+same (shared, not copied) weights; the original graph and module are untouched.
+
+Measured on the development CPU (2 cores, AVX-512; torch 2.14, inference mode, ms per image,
+oneDNN channels-last → NNPACK) at a batch of 32: 256→256 channels at 56×56 16.0 → 10.7, 256→512
+at 28×28 8.5 → 4.6, 512→512 at 28×28 16.2 → 9.9, 512→512 at 14×14 4.0 → 2.7; but 64→64 at
+224×224 21.3 → 23.0 and at a batch of 4 NNPACK is slower throughout. So it pays for large batches
+of small feature maps only: Score-CAM runs the layers from 1/4 of the input's side onwards on 32
+masked images at once through it (VGG16: 0.15 → 0.12 s per masked image). Outputs equal oneDNN's
+to float rounding (3.8e-6 of the largest value after VGG16's 10 such layers; oneDNN itself
+differs by 3.4e-6 between batch sizes).
+
+``CAMLIB_NNPACK=0`` in the environment switches it off (for a CPU where it is slower).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def available(device) -> bool:
+    """Whether NNPACK can run convolutions on ``device`` (the CPU, where PyTorch was built with it
+    and the processor is supported) and is not switched off by ``CAMLIB_NNPACK=0``."""
+    if torch.device(device).type != "cpu" or os.environ.get("CAMLIB_NNPACK", "1") == "0":
+        return False
+    return bool(torch._nnpack_available())  # also initialises NNPACK, once per process
+
+
+def eligible(module: nn.Module) -> bool:
+    """A plain float32 3×3 convolution with stride 1, no dilation, no groups and zero padding
+    smaller than the kernel: the case NNPACK handles and that was measured faster."""
+    return (type(module) is nn.Conv2d and module.kernel_size == (3, 3) and module.stride == (1, 1)
+            and module.dilation == (1, 1) and module.groups == 1 and module.padding_mode == "zeros"
+            and isinstance(module.padding, tuple) and all(p < 3 for p in module.padding)
+            and module.weight.dtype == torch.float32)
+
+
+class NnpackConv2d(nn.Module):
+    """``conv`` (an :func:`eligible` nn.Conv2d) computed by NNPACK; shares its parameters."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._nnpack_spatial_convolution(x.contiguous(), self.conv.weight, self.conv.bias,
+                                                 list(self.conv.padding))
+
+
+def rewrite(gm: fx.GraphModule) -> fx.GraphModule | None:
+    """A copy of ``gm`` whose convolutions all run through NNPACK; None when it has none or any of
+    them is not :func:`eligible`. All or nothing because NNPACK wants large batches in NCHW, where
+    oneDNN's other convolutions lose: ResNet50 from its max pooling to ``layer4`` (3×3 and 1×1
+    convolutions) took 87–92 ms per image this way, against 55–60 ms in batches of 4 channels-last."""
+    if not torch._nnpack_available():  # which also initialises NNPACK (once per process)
+        return None
+    modules = dict(gm.named_modules())
+    root: dict[str, object] = {}
+    convolutions = 0
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            module = modules[node.target]
+            if isinstance(module, nn.modules.conv._ConvNd):
+                if not eligible(module):
+                    return None
+                convolutions += 1
+                module = NnpackConv2d(module)
+            root[node.target] = module
+        elif node.op == "get_attr":
+            root[node.target] = functools.reduce(getattr, node.target.split("."), gm)
+        elif node.op == "call_function" and node.target in (F.conv2d, F.conv1d, F.conv3d, F.conv_transpose2d):
+            return None
+    return fx.GraphModule(root, copy.deepcopy(gm.graph)) if convolutions else None
+
+
+# Score-CAM's middle stage: the layers from 1/4 of the input's side onwards, on this many images.
+MIDDLE_BATCH = 32
+
+
+def stages(model, split) -> tuple[fx.GraphModule, fx.GraphModule, fx.GraphModule] | None:
+    """Score-CAM's network in three parts for NNPACK: (head, middle, tail), with ``middle ∘ head``
+    equal to ``split.head``. The cut is the first layer whose side is at most 1/4 of the input's
+    (VGG16: ``features.9``, 128×56×56); the middle and the tail run their :func:`eligible`
+    convolutions through NNPACK. None when there is no such layer before the CAM layer, when the
+    middle has no eligible convolution (EfficientNet's are depthwise or 1×1), or when the tail
+    reads a value held fixed."""
+    if split.n_fixed:
+        return None
+    h, w = model.input_size
+    names = [info.name for info in model.layers]
+    end = model.layer_info(split.layer).name
+    if end not in names:
+        return None
+    cut = next((info.name for info in model.layers[:names.index(end)]
+                if info.shape[1] * 4 <= h and info.shape[2] * 4 <= w), None)
+    if cut is None:
+        return None
+
+    def build():
+        middle = model.segment(cut, end)
+        return (rewrite(middle) if middle is not None else None), rewrite(split.tail) or split.tail
+
+    middle, tail = model.derived(("nnpack-stages", cut, end), build)
+    return None if middle is None else (model.split(cut).head, middle, tail)
