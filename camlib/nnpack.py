@@ -86,7 +86,7 @@ def rewrite(gm: fx.GraphModule) -> fx.GraphModule | None:
 
 
 # Score-CAM's middle stage: the layers from 1/4 of the input's side onwards, on this many images.
-MIDDLE_BATCH = 32
+MIDDLE_BATCH = 16
 
 
 def stages(model, split) -> tuple[fx.GraphModule, fx.GraphModule, fx.GraphModule] | None:

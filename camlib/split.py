@@ -263,9 +263,12 @@ def run_in_groups(stages: Sequence[tuple[Callable, int]], chunks: Iterable[tuple
     def advance(final: bool):
         for n, (graph, size) in enumerate(stages):
             if pending[n] and (final or sum(k.numel() for k, _ in pending[n]) >= size):
-                keys = torch.cat([k for k, _ in pending[n]])
-                out = graph(*join_chunks([v for _, v in pending[n]]))
-                pending[n] = []
+                group, pending[n] = pending[n], []
+                keys = torch.cat([k for k, _ in group])
+                inputs = join_chunks([v for _, v in group])
+                del group  # the chunks, now joined: not kept alive through the graph's run
+                out = graph(*inputs)
+                del inputs
                 if n + 1 < len(stages):
                     pending[n + 1].append((keys, out if isinstance(out, tuple) else (out,)))
                 else:
