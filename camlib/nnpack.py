@@ -10,10 +10,11 @@ Measured on the development CPU (2 cores, AVX-512; torch 2.14, inference mode, m
 oneDNN channels-last → NNPACK) at a batch of 32: 256→256 channels at 56×56 16.0 → 10.7, 256→512
 at 28×28 8.5 → 4.6, 512→512 at 28×28 16.2 → 9.9, 512→512 at 14×14 4.0 → 2.7; but 64→64 at
 224×224 21.3 → 23.0 and at a batch of 4 NNPACK is slower throughout. So it pays for large batches
-of small feature maps only: Score-CAM runs the layers from 1/4 of the input's side onwards on 32
-masked images at once through it (VGG16: 0.15 → 0.12 s per masked image). Outputs equal oneDNN's
-to float rounding (3.8e-6 of the largest value after VGG16's 10 such layers; oneDNN itself
-differs by 3.4e-6 between batch sizes).
+of small feature maps only: Score-CAM runs the layers from 1/4 of the input's side onwards on 16
+masked images at once through it (VGG16: 0.15 → 0.12 s per masked image; 16 rather than 32, as
+fast, because NNPACK keeps a per-thread workspace that grows with the batch: ~200 MiB for 16
+images at 512 channels, 28×28). Outputs equal oneDNN's to float rounding (3.8e-6 of the largest
+value after VGG16's 10 such layers; oneDNN itself differs by 3.4e-6 between batch sizes).
 
 ``CAMLIB_NNPACK=0`` in the environment switches it off (for a CPU where it is slower).
 """
@@ -85,7 +86,8 @@ def rewrite(gm: fx.GraphModule) -> fx.GraphModule | None:
     return fx.GraphModule(root, copy.deepcopy(gm.graph)) if convolutions else None
 
 
-# Score-CAM's middle stage: the layers from 1/4 of the input's side onwards, on this many images.
+# Score-CAM's middle stage: the layers from 1/4 of the input's side onwards, on this many images
+# (VGG16's peak memory 718 MiB with 32, 597 with 16, about as fast: docs/PERFORMANCE.md runs M, N).
 MIDDLE_BATCH = 16
 
 
