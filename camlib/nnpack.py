@@ -56,8 +56,11 @@ class NnpackConv2d(nn.Module):
         self.conv = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch._nnpack_spatial_convolution(x.contiguous(), self.conv.weight, self.conv.bias,
-                                                 list(self.conv.padding))
+        try:
+            return torch._nnpack_spatial_convolution(x.contiguous(), self.conv.weight, self.conv.bias,
+                                                     list(self.conv.padding))
+        except RuntimeError:  # NNPACK refused (its workspace could not be allocated): oneDNN's then
+            return self.conv(x)
 
 
 def rewrite(gm: fx.GraphModule) -> fx.GraphModule | None:

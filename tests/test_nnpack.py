@@ -29,6 +29,18 @@ def test_convolution_equals_float64_reference(padding, bias, batch):
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_falls_back_to_the_module_when_nnpack_refuses(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    x = torch.randn(2, 4, 9, 9)
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", refuse)
+    with torch.inference_mode():
+        torch.testing.assert_close(nnpack.NnpackConv2d(conv)(x), conv(x), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("conv,ok", [
     (nn.Conv2d(4, 4, 3, padding=1), True),
     (nn.Conv2d(4, 4, 1), False),
