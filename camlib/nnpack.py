@@ -98,9 +98,9 @@ def stages(model, split) -> tuple[fx.GraphModule, fx.GraphModule, fx.GraphModule
     """Score-CAM's network in three parts for NNPACK: (head, middle, tail), with ``middle ∘ head``
     equal to ``split.head``. The cut is the first layer whose side is at most 1/4 of the input's
     (VGG16: ``features.9``, 128×56×56); the middle and the tail run their :func:`eligible`
-    convolutions through NNPACK. None when there is no such layer before the CAM layer, when the
-    middle has no eligible convolution (EfficientNet's are depthwise or 1×1), or when the tail
-    reads a value held fixed."""
+    convolutions through NNPACK (:func:`rewrite`). None when there is no such layer before the CAM
+    layer, when the middle has a convolution that is not eligible (ResNet's 1×1, EfficientNet's
+    depthwise ones) or none, or when the tail reads a value held fixed."""
     if split.n_fixed:
         return None
     h, w = model.input_size

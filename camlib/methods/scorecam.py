@@ -84,7 +84,8 @@ class ScoreCAM(CamMethod):
         By default the tail runs on the head outputs of ``batch_size`` masked images at once, so
         that VGG16's 480 MB of FC weights are read once per 64 images rather than once per 4 (7.8 s
         of its 85 s on the CPU). On the CPU with NNPACK (``camlib.nnpack.stages``) the head is cut
-        again at 1/4 of the input's side, and the middle runs on 32 images at once through NNPACK."""
+        again at 1/4 of the input's side, and the middle runs on ``nnpack.MIDDLE_BATCH`` (16) masked
+        images at once through NNPACK."""
         plan = None
         if not ctx.extra and nnpack.available(ctx.activations.device):
             plan = nnpack.stages(ctx.model, ctx.split)
