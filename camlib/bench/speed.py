@@ -312,6 +312,7 @@ def _forward_case(s: Subject) -> Case:
 
 def _camlib_case(s: Subject, method: str, permutations: int, batch_size: int) -> Case:
     import camlib
+    from camlib import nnpack
 
     options = {"permutations": permutations} if method == "shapcam" else {}
 
@@ -323,6 +324,8 @@ def _camlib_case(s: Subject, method: str, permutations: int, batch_size: int) ->
         return run, lambda: None
 
     note = f"|Π| = {permutations}" if method == "shapcam" else ""
+    if method == "scorecam" and nnpack.available(s.model.device) and nnpack.stages(s.model, s.model.split(s.layer)):
+        note = f"middle through NNPACK, {min(batch_size, nnpack.MIDDLE_BATCH)} masked images at once"
     return Case("camlib", method, open_, slow=("camlib", method) in SLOW, note=note)
 
 
