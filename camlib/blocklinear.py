@@ -46,6 +46,7 @@ import torch.nn as nn
 from camlib import blockdot
 from camlib.deeplift import deeplift_tail_with_reference
 from camlib.shapley import DEPENDENT, is_channelwise, is_flatten
+from camlib.split import attribute
 
 # Images per call up to which the kernel's one read of W beats a batched BLAS forward + backward
 # (the kernel's cost grows with the number of images, BLAS's barely).
@@ -92,12 +93,7 @@ def find(tail: fx.GraphModule, n_maps: int) -> BlockLinearTail | None:
 
 
 def _constant(tail: fx.GraphModule, node: fx.Node):
-    if node.op != "get_attr":
-        return DEPENDENT
-    value = tail
-    for part in node.target.split("."):
-        value = getattr(value, part)
-    return value
+    return attribute(tail, node.target) if node.op == "get_attr" else DEPENDENT
 
 
 def _subgraph(tail: fx.GraphModule, start: fx.Node, nodes: list, last: fx.Node) -> fx.GraphModule:

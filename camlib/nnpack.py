@@ -22,13 +22,14 @@ value after VGG16's 10 such layers; oneDNN itself differs by 3.4e-6 between batc
 from __future__ import annotations
 
 import copy
-import functools
 import os
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+
+from camlib.split import attribute
 
 
 def available(device) -> bool:
@@ -83,7 +84,7 @@ def rewrite(gm: fx.GraphModule) -> fx.GraphModule | None:
                 module = NnpackConv2d(module)
             root[node.target] = module
         elif node.op == "get_attr":
-            root[node.target] = functools.reduce(getattr, node.target.split("."), gm)
+            root[node.target] = attribute(gm, node.target)
         elif node.op == "call_function" and node.target in (F.conv2d, F.conv1d, F.conv3d, F.conv_transpose2d):
             return None
     return fx.GraphModule(root, copy.deepcopy(gm.graph)) if convolutions else None

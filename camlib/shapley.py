@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from camlib import clampsum
 from camlib.blockdot import block_dots
 from camlib.deeplift import MAXPOOL_FUNCTIONS, RESCALE_FUNCTIONS, RESCALE_METHODS
-from camlib.split import is_affine_node
+from camlib.split import attribute, is_affine_node
 
 # Largest Add representation (numel of D) kept before falling back to per-coalition evaluation.
 MAX_ADD_NUMEL = 64 * 1024 * 1024
@@ -185,10 +185,7 @@ def _run(node: fx.Node, modules: dict, gm: fx.GraphModule, args, kwargs):
     if node.op == "call_method":
         return getattr(args[0], node.target)(*args[1:], **kwargs)
     if node.op == "get_attr":
-        obj = gm
-        for part in node.target.split("."):
-            obj = getattr(obj, part)
-        return obj
+        return attribute(gm, node.target)
     raise ValueError(node.op)
 
 

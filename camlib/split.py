@@ -29,6 +29,7 @@ is modified.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import operator
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -238,6 +239,12 @@ class Split:
     tail: fx.GraphModule
     linear_tail: bool
     n_fixed: int
+
+
+def attribute(gm: fx.GraphModule, target: str):
+    """The value a ``get_attr`` node of ``gm`` reads: the parameter, buffer or constant at the
+    dotted path ``target``."""
+    return functools.reduce(getattr, target.split("."), gm)
 
 
 def join_chunks(parts: Sequence[Sequence]) -> list:
