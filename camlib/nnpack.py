@@ -101,8 +101,9 @@ def stages(model, split) -> tuple[fx.GraphModule, fx.GraphModule, fx.GraphModule
     (VGG16: ``features.9``, 128×56×56); the middle and the tail run their :func:`eligible`
     convolutions through NNPACK (:func:`rewrite`). None when there is no such layer before the CAM
     layer, when the middle has a convolution that is not eligible (ResNet's 1×1, EfficientNet's
-    depthwise ones) or none, or when the tail reads a value held fixed."""
-    if split.n_fixed:
+    depthwise ones) or none, when the tail reads a value held fixed, or where NNPACK is not
+    :func:`available` on the model's device."""
+    if split.n_fixed or not available(model.device):
         return None
     h, w = model.input_size
     names = [info.name for info in model.layers]

@@ -151,3 +151,9 @@ def test_concurrent_threads_share_the_rewritten_graphs():
         t.join()
     for got, want in zip(results, expected):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_no_stages_where_nnpack_is_switched_off(monkeypatch):
+    model = _small_vgg()
+    monkeypatch.setenv("CAMLIB_NNPACK", "0")
+    assert nnpack.stages(model, model.split()) is None

@@ -324,7 +324,7 @@ def _camlib_case(s: Subject, method: str, permutations: int, batch_size: int) ->
         return run, lambda: None
 
     note = f"|Π| = {permutations}" if method == "shapcam" else ""
-    if method == "scorecam" and nnpack.available(s.model.device) and nnpack.stages(s.model, s.model.split(s.layer)):
+    if method == "scorecam" and nnpack.stages(s.model, s.model.split(s.layer)):
         note = f"middle through NNPACK, {min(batch_size, nnpack.MIDDLE_BATCH)} masked images at once"
     return Case("camlib", method, open_, slow=("camlib", method) in SLOW, note=note)
 

@@ -86,9 +86,7 @@ class ScoreCAM(CamMethod):
         of its 85 s on the CPU). On the CPU with NNPACK (``camlib.nnpack.stages``) the head is cut
         again at 1/4 of the input's side, and the middle runs on ``nnpack.MIDDLE_BATCH`` (16) masked
         images at once through NNPACK."""
-        plan = None
-        if not ctx.extra and nnpack.available(ctx.activations.device):
-            plan = nnpack.stages(ctx.model, ctx.split)
+        plan = None if ctx.extra else nnpack.stages(ctx.model, ctx.split)
         if plan is None:
             return ctx.split.head, [(ctx.split.tail, ctx.batch_size)]
         head, middle, tail = plan
