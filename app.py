@@ -3,14 +3,14 @@
 This entry point sets up the page list and the sidebar shared by the image pages (model, layer,
 target class). The choices live in ``st.session_state`` so that every page works on the same image,
 model, layer and target; each page adds its own controls below them. Computation lives in
-``camlib.appkit``.
+``appkit`` (the package beside this file).
 """
 
 import pathlib
 
 import streamlit as st
 
-from camlib import appkit
+import appkit
 
 HERE = pathlib.Path(__file__).resolve().parent
 

@@ -10,10 +10,12 @@ Quick use::
 """
 
 from camlib.explain import Explanation, explain
-from camlib.methods import get_method, list_methods
-from camlib.split import LayerError, LayerInfo
-from camlib.zoo import CamModel, ModelUnavailableError, list_models, load_model
+from camlib.graph.split import LayerError, LayerInfo
+from camlib.methods import default_methods, get_method, list_methods
+from camlib.model import CamModel
+from camlib.vqa import explainable as _vqa  # registers the Shapes-VQA model in the zoo  # noqa: F401
+from camlib.zoo import ModelUnavailableError, list_models, load_model
 
-__all__ = ["CamModel", "Explanation", "LayerError", "LayerInfo", "ModelUnavailableError", "explain",
-           "get_method", "list_methods", "list_models", "load_model"]
+__all__ = ["CamModel", "Explanation", "LayerError", "LayerInfo", "ModelUnavailableError", "default_methods",
+           "explain", "get_method", "list_methods", "list_models", "load_model"]
 __version__ = "0.1.0"

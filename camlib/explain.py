@@ -1,4 +1,9 @@
-"""``explain``: one call from an image to a class activation map, for any method and layer."""
+"""``explain``: one call from an image to a class activation map, for any method and layer.
+
+head -> activations A (and held-fixed inputs) -> the engine runs the one tail pass the method's
+needs call for and picks the backends (:mod:`camlib.engine.backends`) -> the target -> the method's
+coefficients α from the quantities it declared -> the map (:mod:`camlib.cam`).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ import torch
 
 from camlib.cam import saliency_maps
 from camlib.devices import network_batch, network_input
-from camlib.methods import Context, get_method
-from camlib.split import join_chunks
+from camlib.engine.backends import Engine
+from camlib.engine.batching import join_chunks
+from camlib.engine.quantities import Problem
+from camlib.methods import get_method
 
 
 @dataclasses.dataclass
@@ -22,7 +29,8 @@ class Explanation:
     [0, 1], ``logits`` (C,), ``target`` (), ``constant`` () — True when L was constant (saliency all
     zero). For a batch input every tensor has a leading batch dimension B. ``image`` is the
     pixel-space input (3, H, W) in [0, 1]; ``info`` holds method extras (LIFT-CAM's local
-    accuracy, SHAP-CAM's running estimates, ...).
+    accuracy, SHAP-CAM's running estimates, ...) and ``info["backends"]``: which backend computed
+    each quantity the method read ({need: backend name}, e.g. {"gradient sums": "block-linear"}).
     """
 
     method: str
@@ -80,39 +88,44 @@ def resolve_target(target, logits: torch.Tensor, class_names) -> torch.Tensor:
 
 
 def explain(model, image, method: str = "liftcam", layer: str | None = None, target=None, *,
-            batch_size: int = 64, progress=None, **options) -> Explanation:
+            batch_size: int = 64, progress=None, backend: str | None = None, **options) -> Explanation:
     """Explain ``model``'s score for ``target`` on ``image`` with a CAM ``method`` at ``layer``.
 
-    ``model``: a :class:`camlib.zoo.CamModel` (``camlib.load_model``). ``image``: a PIL image, a
+    ``model``: a :class:`camlib.CamModel` (``camlib.load_model``). ``image``: a PIL image, a
     path, a list of those, or a pixel-space tensor (3, H, W) / (B, 3, H, W) in [0, 1]. ``layer``:
     a name from ``model.layers`` (default: the last convolutional activation). ``target``: class
     index or name (default: the predicted class), or one per image. ``progress``: a callable
-    receiving the fraction done (slow methods). Method options (e.g. ``permutations``, ``seed``
-    for SHAP-CAM) and model inputs (``question`` for the VQA model) go in ``options``.
+    receiving the fraction done (slow methods). ``backend``: "auto" (default: the fast backends
+    where they apply) or "reference" (force the reference backends; also ``CAMLIB_BACKEND``).
+    ``options``: the method's options (``camlib.get_method(m).options``, e.g. ``permutations``
+    and ``seed`` of SHAP-CAM) and model inputs (``question`` for the VQA model); anything else is
+    a ValueError.
     """
     start = time.perf_counter()
     m = get_method(method)
     images, batched = model.to_batch(image)
     extra, options = model.extra_inputs(images.shape[0], **options)
+    options = m.resolve_options(options)
     split = model.split(layer)
     with torch.inference_mode():
         activations, fixed = _head(split, model.normalize(images), extra, network_batch(images.device))
-    # Leave inference mode: methods may need autograd through the tail (never through the head).
+    # Leave inference mode: backends may need autograd through the tail (never through the head).
     activations = activations.clone()
     fixed = tuple(f.clone() if isinstance(f, torch.Tensor) else f for f in fixed)
-    logits, tail_state = m.tail_pass(model, split, activations, fixed)  # the one pass the method needs
-    logits = logits.clone()
+    problem = Problem(model=model, split=split, images=images, extra=extra, activations=activations,
+                      fixed=fixed, batch_size=batch_size, progress=progress)
+    engine = Engine(problem, m.needs, backend)  # the one tail pass the method needs
+    logits = engine.logits.clone()
     target_idx = resolve_target(target, logits, model.class_names)
-    ctx = Context(model=model, split=split, images=images, extra=extra, activations=activations,
-                  fixed=fixed, logits=logits, target=target_idx, batch_size=batch_size, progress=progress,
-                  tail_state=tail_state)
-    coefficients = m.coefficients(ctx, **options).detach().to(activations.dtype)
+    q = engine.quantities(target_idx, logits)
+    coefficients = m.coefficients(q, **options).detach().to(activations.dtype)
     if not torch.isfinite(coefficients).all():
         raise FloatingPointError(f"{m.title} produced non-finite coefficients")
     cam, saliency, constant = saliency_maps(coefficients, activations, tuple(images.shape[-2:]))
+    info = {**q.info, "backends": dict(engine.chosen)}
     result = Explanation(method=m.key, layer=split.layer, coefficients=coefficients, activations=activations,
                          cam=cam, saliency=saliency, logits=logits, target=target_idx, constant=constant,
-                         image=images, seconds=time.perf_counter() - start, batched=True, info=ctx.info)
+                         image=images, seconds=time.perf_counter() - start, batched=True, info=info)
     if batched:
         return result
     return _unbatch(result)

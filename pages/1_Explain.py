@@ -3,7 +3,7 @@
 import camlib
 import streamlit as st
 
-from camlib import appkit
+import appkit
 from camlib.images import ALLOWED_EXTENSIONS, MAX_BYTES
 
 state = st.session_state
@@ -74,10 +74,7 @@ methods = st.sidebar.multiselect("Methods", camlib.list_methods(), default=list(
                                       "they run last, with a progress bar.")
 alpha = st.sidebar.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="alpha", persist_state="session")
 top_k = st.sidebar.slider("Maps in the coefficient charts", 5, 100, 20, 5, key="top_k", persist_state="session")
-if "shapcam" in methods:
-    perms = st.sidebar.slider("SHAP-CAM orderings |Π|", 1, 200, 10, key="explain_perms", persist_state="session")
-else:
-    perms = 10
+method_options = appkit.option_controls(methods, "explain")
 
 # -- the maps ----------------------------------------------------------------------------------------
 
@@ -98,9 +95,8 @@ for method in appkit.ordered_for_compute(methods):
         else:
             st.caption("computing…")
     try:
-        options = {"permutations": perms} if method == "shapcam" else {}
         res = appkit.explanation(sel["model_name"], image.key, image.image, method, layer, target,
-                                 _progress=progress, **options)
+                                 method_options.get(method), _progress=progress)
     except (ValueError, FloatingPointError) as exc:
         cell.warning(str(exc))
         continue

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from camlib import appkit
+import appkit
 
 state = st.session_state
 sel = appkit.selection()

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from camlib import appkit
-from camlib.vqa import app as vqa
+import appkit
+from appkit import vqa
 
 appkit.run_from_entrypoint()
 state = st.session_state
@@ -131,9 +131,7 @@ methods = st.sidebar.multiselect("Methods", vqa.METHODS, default=list(appkit.DEF
 alpha = st.sidebar.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="vqa_alpha", persist_state="session")
 top_k = st.sidebar.slider("Maps in the coefficient charts", 5, model.layer_info(layer).shape[0], 16, 1,
                           key="vqa_top_k", persist_state="session")
-perms = 10
-if "shapcam" in methods:
-    perms = st.sidebar.slider("SHAP-CAM orderings |Π|", 1, 1000, 100, key="vqa_perms", persist_state="session")
+method_options = appkit.option_controls(methods, "vqa", initial={"permutations": 100})
 
 # -- the maps ----------------------------------------------------------------------------------------
 
@@ -157,7 +155,7 @@ for method in appkit.ordered_for_compute(methods):
         else:
             st.caption("computing…")
     try:
-        res = appkit.explanation(vqa.MODEL, image_key, image, method, layer, target, permutations=perms,
+        res = appkit.explanation(vqa.MODEL, image_key, image, method, layer, target, method_options.get(method),
                                  _progress=progress, question=text)
     except (ValueError, FloatingPointError) as exc:
         cell.warning(str(exc))

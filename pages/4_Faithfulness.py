@@ -4,7 +4,7 @@ import camlib
 import pandas as pd
 import streamlit as st
 
-from camlib import appkit
+import appkit
 
 state = st.session_state
 sel = appkit.selection()

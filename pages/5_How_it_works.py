@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from camlib import appkit
+import appkit
 
 appkit.run_from_entrypoint()
 

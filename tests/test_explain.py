@@ -16,10 +16,11 @@ def test_batch_equals_one_at_a_time(tiny, method):
     n = 7  # more than one chunk of images through the head (network_batch: 4 on the CPU)
     x = torch.rand(n, 3, 16, 16)
     targets = [i % 3 for i in range(n)]
-    batch = camlib.explain(tiny, x, method, target=targets, permutations=3)
+    options = {"permutations": 3} if camlib.get_method(method).options else {}
+    batch = camlib.explain(tiny, x, method, target=targets, **options)
     assert batch.batched and batch.coefficients.shape == (n, 6) and batch.saliency.shape == (n, 16, 16)
     for i in range(n):
-        single = camlib.explain(tiny, x[i], method, target=targets[i], permutations=3)
+        single = camlib.explain(tiny, x[i], method, target=targets[i], **options)
         assert not single.batched and single.coefficients.shape == (6,)
         torch.testing.assert_close(single.coefficients, batch.coefficients[i], rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(single.saliency, batch.saliency[i], rtol=1e-4, atol=1e-5)

@@ -119,8 +119,6 @@ def test_wheel_carries_the_package_script_and_metadata(wheel):
     assert _requirements(r for r in requires if "extra ==" not in r) == BASE
 
 
-@pytest.mark.xfail(strict=True, reason="assets/vqa/ lies outside camlib/, so no wheel carries it: the engine "
-                                       "refactor (#13) moves it to camlib/assets/vqa/ and points ASSET_DIR there")
 def test_wheel_carries_the_vqa_weights_where_camlib_looks_for_them(wheel):
     from camlib.vqa import ASSET_DIR
 

@@ -5,8 +5,8 @@
 For each model (EfficientNet-Lite0 pretrained; the others with seeded random weights, the same on
 both devices) and each method, the coefficients α computed on the device are compared with those
 computed on the CPU for the same image and target: max |Δα| / max |α_cpu|. Also on the device:
-LIFT-CAM's local accuracy (Σα = F^c(A) - F^c(0), Eq. 8) and the fast SHAP coalition evaluator
-against the naive one on the same orderings. With ``--tf32`` the device run allows TF32 matrix
+LIFT-CAM's local accuracy (Σα = F^c(A) - F^c(0), Eq. 8) and every method's fast backends against
+the reference backends (``backend="reference"``) on the device itself. With ``--tf32`` the device run allows TF32 matrix
 products and convolutions, and the table shows what that costs in agreement.
 
 The test suite runs on the CPU only (CI has no GPU); this script is what a GPU machine runs.
@@ -23,7 +23,6 @@ import torch
 import camlib
 from camlib.devices import resolve_device
 from camlib.samples import load_sample
-from camlib.shapley import coalitions, sample_permutations
 
 MODELS = {"efficientnet_lite0": ("bn2", "blocks.5"), "vgg16": ("features.29",), "resnet50": ("layer4",)}
 METHODS = ("gradcam", "gradcampp", "xgradcam", "liftcam", "scorecam", "ablationcam", "shapcam")
@@ -49,7 +48,7 @@ def check(name: str, device: torch.device, seed: int = 0, permutations: int = 10
     for layer in MODELS.get(name, (cpu.default_layer,)):
         target = int(cpu.predict(cpu.to_batch(image)[0]).argmax())
         for method in methods:
-            options = {"permutations": permutations, "seed": seed} if method == "shapcam" else {}
+            options = _options(method, permutations=permutations, seed=seed)
             ref = camlib.explain(cpu, image, method, layer=layer, target=target, **options)
             _sync(device)
             start = time.perf_counter()
@@ -58,33 +57,42 @@ def check(name: str, device: torch.device, seed: int = 0, permutations: int = 10
             row = {"model": name, "layer": layer, "method": method, "rel_diff_alpha": _relative(out.coefficients,
                                                                                                 ref.coefficients),
                    "saliency_max_diff": float((out.saliency.cpu() - ref.saliency).abs().max()),
-                   "device_s": time.perf_counter() - start}
+                   "device_s": time.perf_counter() - start, "backends": ", ".join(sorted(set(out.info["backends"].values())))}
             if method == "liftcam":
                 total, delta = (float(v.reshape(-1)[0]) for v in out.info["local_accuracy"])
                 row["local_accuracy_rel"] = abs(total - delta) / max(abs(delta), 1e-12)
             rows.append(row)
             log(f"  {name} {layer} {method}: rel Δα {row['rel_diff_alpha']:.2e}  {row['device_s']:.3f} s")
-        rows.append(_shap_row(dev, image, layer, target, seed))
-        log(f"  {name} {layer} fast vs naive SHAP: rel {rows[-1]['rel_diff_alpha']:.2e}")
+            if set(out.info["backends"].values()) - REFERENCE_NAMES:
+                rows.append(_reference_row(dev, image, layer, target, method, options, out))
+                log(f"  {name} {layer} {method} fast vs reference backends: rel {rows[-1]['rel_diff_alpha']:.2e}")
     return rows
 
 
-def _shap_row(model, image, layer, target, seed) -> dict:
-    split = model.split(layer)
-    x, _ = model.to_batch(image)
-    with torch.inference_mode():
-        a, *fixed = split.head(model.normalize(x))
-    perm = sample_permutations(a.shape[1], 1, seed)[0]
-    fast = coalitions(split, a, tuple(fixed), target, fast=True).prefix_values(perm)
-    naive = coalitions(split, a, tuple(fixed), target, fast=False).prefix_values(perm)
-    return {"model": model.name, "layer": layer, "method": "SHAP fast vs naive prefixes",
-            "rel_diff_alpha": _relative(fast, naive), "saliency_max_diff": None, "device_s": None}
+def _options(method: str, **candidates) -> dict:
+    """The candidates that ``method`` declares as options (SHAP-CAM's permutations and seed)."""
+    names = {o.name for o in camlib.get_method(method).options}
+    return {k: v for k, v in candidates.items() if k in names}
+
+
+# Names of the reference backends (camlib.engine.backends): a row whose method used none of the
+# others needs no fast-vs-reference comparison.
+REFERENCE_NAMES = {"autograd", "deeplift-rewrite", "naive-coalitions", "network-passes"}
+
+
+def _reference_row(model, image, layer, target, method, options, fast) -> dict:
+    """The same explanation on the device with the reference backends forced."""
+    reference = camlib.explain(model, image, method, layer=layer, target=target, backend="reference", **options)
+    return {"model": model.name, "layer": layer, "method": f"{method}: {fast.info['backends']} vs reference",
+            "rel_diff_alpha": _relative(fast.coefficients, reference.coefficients), "saliency_max_diff": None,
+            "device_s": None}
 
 
 def _table(rows: list[dict]) -> str:
     def cell(v):
         return "" if v is None else f"{v:.2e}" if isinstance(v, float) else str(v)
-    fields = ["model", "layer", "method", "rel_diff_alpha", "saliency_max_diff", "local_accuracy_rel", "device_s"]
+    fields = ["model", "layer", "method", "backends", "rel_diff_alpha", "saliency_max_diff", "local_accuracy_rel",
+              "device_s"]
     lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
     lines += ["| " + " | ".join(cell(r.get(f)) for f in fields) + " |" for r in rows]
     return "\n".join(lines)

@@ -311,22 +311,32 @@ def _forward_case(s: Subject) -> Case:
 
 
 def _camlib_case(s: Subject, method: str, permutations: int, batch_size: int) -> Case:
+    """camlib's explain; its note names the backends the engine chose (``Explanation.info``) and
+    the options, read after each run."""
     import camlib
-    from camlib import nnpack
 
-    options = {"permutations": permutations} if method == "shapcam" else {}
+    options = method_options(method, permutations=permutations)
+    case = Case("camlib", method, None, slow=("camlib", method) in SLOW)
 
     def open_():
         def run():
-            return camlib.explain(s.model, s.image[0], method, s.layer, s.target, batch_size=batch_size,
-                                  **options).coefficients[None]
+            exp = camlib.explain(s.model, s.image[0], method, s.layer, s.target, batch_size=batch_size, **options)
+            case.note = "; ".join([f"{need}: {backend}" for need, backend in exp.info["backends"].items()]
+                                  + [f"{name} = {value}" for name, value in options.items()])
+            return exp.coefficients[None]
 
         return run, lambda: None
 
-    note = f"|Π| = {permutations}" if method == "shapcam" else ""
-    if method == "scorecam" and nnpack.stages(s.model, s.model.split(s.layer)):
-        note = f"middle through NNPACK, {min(batch_size, nnpack.MIDDLE_BATCH)} masked images at once"
-    return Case("camlib", method, open_, slow=("camlib", method) in SLOW, note=note)
+    case.open = open_
+    return case
+
+
+def method_options(method: str, **candidates) -> dict:
+    """The candidates that ``method`` declares as options (e.g. SHAP-CAM's ``permutations``)."""
+    import camlib
+
+    names = {o.name for o in camlib.get_method(method).options}
+    return {k: v for k, v in candidates.items() if k in names}
 
 
 class _Quiet:
@@ -684,7 +694,7 @@ def time_batches(s: Subject, methods, images: int, repeats: int, single_seconds:
 
     rows = []
     for method in methods:
-        options = {"permutations": permutations} if method == "shapcam" else {}
+        options = method_options(method, permutations=permutations)
         t1 = single_seconds.get(method)
         n, reps = images, repeats
         if t1 is not None and 2 * images * t1 * repeats > budget:
@@ -726,8 +736,9 @@ def time_shap(s: Subject, layer: str, repeats: int, permutation_counts, batch_si
     (``prefix_values_many``; per ordering = the group's time / its size), and also on one ordering
     alone; the naive path costs the same per ordering either way (K + 1 tail passes each)."""
     import camlib
-    from camlib.methods.shapcam import ORDERINGS_PER_PASS
-    from camlib.shapley import FastCoalitions, NaiveCoalitions, sample_permutations
+    from camlib.engine.fast.coalitions import FastCoalitions
+    from camlib.engine.reference.coalitions import NaiveCoalitions
+    from camlib.methods.shapley import ORDERINGS_PER_PASS, sample_permutations
 
     split = s.model.split(layer)
     with torch.inference_mode():
@@ -902,7 +913,7 @@ def render(results: dict) -> str:
         lines += ["", "### SHAP-CAM: prefix evaluation per ordering (K + 1 coalitions), naive vs camlib fast", "",
                   "Fast s/ordering: as SHAP-CAM runs it, a group of orderings at a time (time / group size); "
                   "alone: one ordering by itself. Speed-up: naive / fast. Kernel: the fused clamp-readout "
-                  "kernel (`camlib.clampsum`) applies.", "",
+                  "kernel (`camlib.engine.kernels.clampsum`) applies.", "",
                   "| model | layer | K | tail | naive s/ordering | fast s/ordering (group) | fast alone | speed-up | "
                   "kernel | fast build s (once) | "
                   + " | ".join(f"SHAP-CAM_{c} s (× vs naive)" for c in counts) + " | max |Δ| | runs |",

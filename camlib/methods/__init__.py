@@ -1,7 +1,11 @@
-"""The CAM methods. Each supplies only its coefficients α; :mod:`camlib.cam` makes the map."""
+"""The CAM methods. Each supplies only its coefficients α (:mod:`camlib.methods.base`);
+:mod:`camlib.cam` makes the map. To add a method: one file with its class, one line in
+:data:`METHODS` below."""
+
+from __future__ import annotations
 
 from camlib.methods.ablationcam import AblationCAM
-from camlib.methods.base import CamMethod, Context
+from camlib.methods.base import Cost, Method, Option
 from camlib.methods.gradcam import CAM, GradCAM
 from camlib.methods.gradcampp import GradCAMPlusPlus
 from camlib.methods.liftcam import LiftCAM
@@ -9,12 +13,19 @@ from camlib.methods.scorecam import ScoreCAM
 from camlib.methods.shapcam import ShapCAM
 from camlib.methods.xgradcam import XGradCAM
 
-METHODS: dict[str, CamMethod] = {m.key: m for m in (
+#: Every method, in the order front ends show them.
+METHODS: dict[str, Method] = {m.key: m for m in (
     GradCAM(), GradCAMPlusPlus(), XGradCAM(), ScoreCAM(), AblationCAM(), LiftCAM(), ShapCAM(), CAM())}
 
-# Aliases accepted by get_method (titles and common spellings).
-_ALIASES = {**{m.title.lower().replace("-", "").replace(" ", "").replace("+", "p"): k for k, m in METHODS.items()},
-            "grad-cam": "gradcam", "gradcam++": "gradcampp", "lift": "liftcam", "shap": "shapcam"}
+
+def _normal(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "").replace(" ", "").replace("+", "p")
+
+
+# Names accepted by get_method: keys, titles and common spellings, compared without case,
+# hyphens, underscores or spaces ("Grad-CAM++" = "gradcampp").
+_ALIASES = {**{_normal(k): k for k in METHODS}, **{_normal(m.title): k for k, m in METHODS.items()},
+            "lift": "liftcam", "shap": "shapcam"}
 
 
 def list_methods() -> list[str]:
@@ -22,12 +33,22 @@ def list_methods() -> list[str]:
     return list(METHODS)
 
 
-def get_method(name: str) -> CamMethod:
-    key = name.lower().replace("-", "").replace("_", "").replace(" ", "").replace("+", "p")
-    key = _ALIASES.get(key, key)
-    if key not in METHODS:
+def default_methods() -> list[str]:
+    """The default set: the single-pass methods, which give their maps in a fraction of a second."""
+    return [k for k, m in METHODS.items() if m.default]
+
+
+def paper_methods() -> list[str]:
+    """The methods the paper compares in its Tables 3-5 (the benchmarks' default set)."""
+    return [k for k, m in METHODS.items() if m.paper]
+
+
+def get_method(name: str) -> Method:
+    """A method by key, title or common spelling; ValueError naming the available ones."""
+    key = _ALIASES.get(_normal(str(name)))
+    if key is None:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
     return METHODS[key]
 
 
-__all__ = ["METHODS", "CamMethod", "Context", "get_method", "list_methods"]
+__all__ = ["METHODS", "Cost", "Method", "Option", "default_methods", "get_method", "list_methods", "paper_methods"]

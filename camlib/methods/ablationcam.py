@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from camlib.methods.base import CamMethod, Context
-from camlib.shapley import coalitions
+from camlib.methods.base import Cost, Method, Need, Quantities
 
 
-class AblationCAM(CamMethod):
+class AblationCAM(Method):
     """α_k = (F^c(h_A(A')) - F^c(h_A(A' \\ k))) / |F^c(h_A(A'))|                         (Eq. 9)
 
-    the drop of the target logit when map k alone is zeroed, computed through the tail only (never
-    the whole network), K ablations batched; for a linear tail the drops are read off the tail's
-    weights in closed form (see :mod:`camlib.shapley`).
+    the drop of the target logit when map k alone is zeroed, read off the coalition game (the
+    tail only, never the whole network: K ablations batched, or in closed form on a linear tail).
 
     Sign convention: Eq. 9 divides by F^c(A). When the target logit is negative that division
     would flip every coefficient's sign, so a map whose removal *lowers* the score would get a
@@ -25,16 +23,16 @@ class AblationCAM(CamMethod):
 
     key, title = "ablationcam", "Ablation-CAM"
     summary = "drop of the target logit when each activation map is removed"
+    needs = frozenset({Need.GAME})
+    cost = Cost.PER_MAP
+    paper = True
 
-    def coefficients(self, ctx: Context, fast: bool = True, **options) -> torch.Tensor:
+    def coefficients(self, q: Quantities) -> torch.Tensor:
         rows = []
-        for i in range(ctx.batch):
-            target = int(ctx.target[i])
-            game = coalitions(ctx.split, ctx.activations[i:i + 1], ctx.fixed_for(i, 1), target,
-                              ctx.batch_size, fast=fast)
-            full = ctx.logits[i, target]
-            drop = full - game.leave_one_out().to(full.dtype)
+        for i in range(q.batch):
+            full = q.logits[i, int(q.target[i])]
+            drop = full - q.game(i).leave_one_out().to(full.dtype)
             scale = full.abs() if full != 0 else torch.ones_like(full)
             rows.append(drop / scale)
-            ctx.report((i + 1) / ctx.batch)
+            q.report((i + 1) / q.batch)
         return torch.stack(rows)

@@ -1,145 +1,125 @@
-"""What every CAM method shares: the context it computes its coefficients from.
+"""The contract of a CAM method: what it declares, what it is given, what it returns.
 
-A method is a small class with a ``key``, a ``title`` and one function,
-``coefficients(ctx, **options) -> α`` of shape (B, K); the map itself is made by
-:mod:`camlib.cam` for all methods alike (Eq. 1), as pytorch-grad-cam's BaseCAM subclasses only
-supply weights.
+Every CAM is L = ReLU(Σ_k α_k A_k) (paper Eq. 1); a method supplies only its coefficients α.
+It is one class in one file, importing only this module (and, for estimators over orderings of
+the maps, :mod:`camlib.methods.shapley`):
+
+* ``key``, ``title``, ``summary``: its names and a one-line description;
+* ``needs``: the quantities it reads (:class:`Need`: gradients, gradient sums or dots, DeepLIFT
+  contributions, the coalition game, masked-input scores); the engine decides which backend
+  computes them (:mod:`camlib.engine.backends`) and records it in ``Explanation.info["backends"]``;
+* ``cost`` (:class:`Cost`) and :meth:`Method.evaluations`: how much work it does, for front ends
+  that show the expected time and for benchmarks that count tail evaluations;
+* ``options``: its parameters (:class:`Option`: default and bounds), checked by :func:`camlib.explain`
+  and read by the app, the CLI and the benchmarks to build their controls;
+* ``default``: in the default set (the single-pass methods, shown first everywhere);
+  ``paper``: compared in the paper's Tables 3-5 (the benchmarks' default set);
+* ``coefficients(q, **options)``: α (B, K) from a :class:`Quantities` object that provides exactly
+  the declared needs. Its docstring gives the formula and the paper's equation number.
+
+:mod:`camlib.cam` then makes the map the same way for every method.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from functools import cached_property
-from typing import Callable
+import enum
 
 import torch
 
-from camlib import blocklinear
+from camlib.engine.quantities import DeepLift, Game, Need, Quantities
 
-Progress = Callable[[float], None]
-
-
-@dataclasses.dataclass
-class Context:
-    """Everything a method may use, for a batch of B images at the CAM layer l.
-
-    ``activations`` A = f^[l](x) (B, K, h, w); ``fixed``: tail inputs held fixed (VQA question
-    embedding); ``logits`` F(A) (B, C); ``target`` c (B,). Gradients are computed on first use.
-    """
-
-    model: "object"  # camlib.zoo.CamModel
-    split: "object"  # camlib.split.Split
-    images: torch.Tensor
-    extra: tuple
-    activations: torch.Tensor
-    fixed: tuple
-    logits: torch.Tensor
-    target: torch.Tensor
-    batch_size: int = 64
-    progress: Progress | None = None
-    info: dict = dataclasses.field(default_factory=dict)
-    tail_state: object = None  # what the method's tail pass kept (see CamMethod.tail_pass)
-
-    @property
-    def batch(self) -> int:
-        return self.activations.shape[0]
-
-    @property
-    def n_maps(self) -> int:
-        return self.activations.shape[1]
-
-    def report(self, fraction: float) -> None:
-        if self.progress is not None:
-            self.progress(min(max(float(fraction), 0.0), 1.0))
-
-    def fixed_for(self, i: int, n: int) -> tuple:
-        """The held-fixed tail inputs of image i, expanded to a batch of n."""
-        return tuple(f[i:i + 1].expand(n, *f.shape[1:]) for f in self.fixed)
-
-    @cached_property
-    def gradients(self) -> torch.Tensor:
-        """∂F^c(A)/∂A (B, K, h, w): one backward pass through the tail only (through the graph of
-        :meth:`GradientMethod.tail_pass` when the method kept it, else after a new tail pass)."""
-        state = self.tail_state
-        if isinstance(state, blocklinear.BlockLinearPass) and state.x is not None:
-            return state.gradients(self.target)
-        a, out = state if isinstance(state, GradientState) else tail_with_graph(self.split, self.activations, self.fixed)
-        (grad,) = torch.autograd.grad(out.gather(1, self.target[:, None]).sum(), a)
-        return grad
-
-    @cached_property
-    def gradient_sums(self) -> torch.Tensor:
-        """Σ_ij ∂F^c(A)/∂A_k(i, j) (B, K): from the block-linear pass when the method's tail pass
-        made one (:mod:`camlib.blocklinear`), else from :attr:`gradients`."""
-        if isinstance(self.tail_state, blocklinear.BlockLinearPass) and "sum" in self.tail_state.directions:
-            return self.tail_state.per_map("sum", self.target)
-        return self.gradients.sum(dim=(2, 3))
-
-    @cached_property
-    def gradient_dots(self) -> torch.Tensor:
-        """Σ_ij A_k(i, j) · ∂F^c(A)/∂A_k(i, j) (B, K), as :attr:`gradient_sums`."""
-        if isinstance(self.tail_state, blocklinear.BlockLinearPass) and "dot" in self.tail_state.directions:
-            return self.tail_state.per_map("dot", self.target)
-        return (self.activations * self.gradients).sum(dim=(2, 3))
-
-    def target_logits_of_tail(self, i: int, activations: torch.Tensor) -> torch.Tensor:
-        """F^c on a batch of modified activations of image i, in chunks (no gradients)."""
-        values = []
-        with torch.inference_mode():
-            for start in range(0, activations.shape[0], self.batch_size):
-                chunk = activations[start:start + self.batch_size]
-                out = self.split.tail(chunk, *self.fixed_for(i, chunk.shape[0]))
-                values.append(out[:, self.target[i]])
-        return torch.cat(values)
+__all__ = ["Cost", "DeepLift", "Game", "Method", "Need", "Option", "Quantities"]
 
 
-class GradientState(tuple):
-    """(A with requires_grad, F(A) with its autograd graph): kept by a gradient method's tail pass."""
+class Cost(enum.Enum):
+    """How a method's work grows (its :meth:`Method.evaluations` gives the count)."""
+
+    ONE_PASS = "one pass"          # one forward and one backward pass through the tail
+    PER_MAP = "N_l passes"         # one evaluation per activation map (N_l = K maps)
+    PER_ORDERING = "per ordering"  # K + 1 tail evaluations per sampled ordering of the maps
+    PER_SAMPLE = "per sample"      # one tail evaluation per sampled coalition of maps
 
 
-def tail_with_graph(split, activations: torch.Tensor, fixed: tuple) -> GradientState:
-    """One pass through the tail F with autograd, from a copy of A that requires gradients."""
-    a = activations.detach().requires_grad_(True)
-    with torch.enable_grad():
-        return GradientState((a, split.tail(a, *fixed)))
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A method parameter: ``name``, ``default`` (its type is the option's type), inclusive bounds."""
+
+    name: str
+    default: int | float
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    help: str = ""
+
+    def check(self, value, method: str = ""):
+        """``value`` as the option's type, or a ValueError naming the option and its bounds."""
+        kind = type(self.default)
+        owner = f"{method} option " if method else "option "
+        try:
+            if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            converted = kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{owner}{self.name!r} must be {'an integer' if kind is int else 'a number'}, "
+                             f"got {value!r}") from None
+        if (self.minimum is not None and converted < self.minimum) or \
+                (self.maximum is not None and converted > self.maximum):
+            raise ValueError(f"{owner}{self.name!r} must be in {self.bounds()}, got {converted}")
+        return converted
+
+    def bounds(self) -> str:
+        low = "-∞" if self.minimum is None else f"{self.minimum:,}"
+        high = "∞" if self.maximum is None else f"{self.maximum:,}"
+        return f"[{low}, {high}]"
 
 
-class CamMethod:
-    """Base of all methods: subclasses set ``key``, ``title`` and implement ``coefficients``.
-
-    ``tail_pass`` gives the logits F(A) that the target is chosen from; a method that needs more
-    of the tail than its output (gradients, DeepLIFT multipliers) overrides it so that the tail
-    runs once, and reads what it kept from ``ctx.tail_state``.
-    """
+class Method:
+    """Base of every CAM method (see the module docstring for the contract)."""
 
     key: str = ""
     title: str = ""
     summary: str = ""
+    needs: frozenset = frozenset()
+    cost: Cost = Cost.ONE_PASS
+    #: Whether the evaluations are of the whole network (Score-CAM) rather than of the tail.
+    network_passes: bool = False
+    options: tuple[Option, ...] = ()
+    default: bool = False
+    paper: bool = False
 
-    def tail_pass(self, model, split, activations: torch.Tensor, fixed: tuple) -> tuple[torch.Tensor, object]:
-        """(logits F(A) (B, C), state for ``coefficients``); by default one pass in inference mode."""
-        with torch.inference_mode():
-            return split.tail(activations, *fixed), None
+    def option(self, name: str) -> Option:
+        for option in self.options:
+            if option.name == name:
+                return option
+        raise KeyError(name)
 
-    def coefficients(self, ctx: Context, **options) -> torch.Tensor:  # pragma: no cover - interface
+    def resolve_options(self, options: dict) -> dict:
+        """Every declared option: the given value, checked, or its default. An option this method
+        does not have is a ValueError that lists the ones it has."""
+        names = {o.name for o in self.options}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            have = ", ".join(f"{o.name} (default {o.default})" for o in self.options) or "none"
+            raise ValueError(f"{self.title} has no option {', '.join(map(repr, unknown))}; its options: {have}")
+        return {o.name: o.check(options.get(o.name, o.default), self.title) for o in self.options}
+
+    def evaluations(self, n_maps: int, **options) -> int:
+        """Nominal evaluations of the tail (or the network, when ``network_passes``) for K = ``n_maps``
+        maps and one image: 1 for a single pass, K per map, |Π|·(K + 1) per ordering, the sample
+        count per sample."""
+        options = self.resolve_options(options)
+        if self.cost is Cost.ONE_PASS:
+            return 1
+        if self.cost is Cost.PER_MAP:
+            return int(n_maps)
+        if self.cost is Cost.PER_ORDERING:
+            return int(options["permutations"]) * (int(n_maps) + 1)
+        return int(options["samples"]) if options.get("samples") else int(n_maps)
+
+    def label(self, **options) -> str:
+        """The method's name in benchmark rows: the key, with the value of an option that changes
+        what is estimated (SHAP-CAM's |Π|: ``shapcam_100``)."""
+        return self.key
+
+    def coefficients(self, q: Quantities, **options) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
-
-
-class GradientMethod(CamMethod):
-    """A method built on ∂F^c/∂A: the tail pass keeps its autograd graph for ``ctx.gradients``.
-
-    A method lists what it reads in ``needs``: "sum" (``ctx.gradient_sums``), "dot"
-    (``ctx.gradient_dots``), "gradients" (``ctx.gradients``). On a "pooling → flatten → fully
-    connected" tail its tail pass then reads the FC weights once, or for "gradients" only the rows
-    whose ReLU is on, instead of twice (:mod:`camlib.blocklinear`).
-    """
-
-    needs: tuple[str, ...] = ()
-
-    def tail_pass(self, model, split, activations: torch.Tensor, fixed: tuple) -> tuple[torch.Tensor, object]:
-        tail = blocklinear.applicable(model, split, activations, fixed) if self.needs else None
-        if tail is not None:
-            state = blocklinear.gradient_pass(model, tail, split.layer, activations, self.needs)
-            return state.logits.detach(), state
-        state = tail_with_graph(split, activations, fixed)
-        return state[1].detach(), state

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import torch
 
-from camlib.methods.base import Context, GradientMethod
+from camlib.methods.base import Method, Need, Quantities
 
 
-class GradCAM(GradientMethod):
+class GradCAM(Method):
     """α_k = (1 / (h·w)) Σ_{i,j} ∂F^c(A) / ∂A_k(i, j): the spatial mean of the gradient."""
 
     key, title = "gradcam", "Grad-CAM"
     summary = "average gradient of the target logit over each activation map"
-    needs = ("sum",)
+    needs = frozenset({Need.GRADIENT_SUMS})
+    default = paper = True
 
-    def coefficients(self, ctx: Context, **options) -> torch.Tensor:
-        return ctx.gradient_sums / (ctx.activations.shape[2] * ctx.activations.shape[3])
+    def coefficients(self, q: Quantities) -> torch.Tensor:
+        return q.gradient_sums / (q.activations.shape[2] * q.activations.shape[3])
 
 
-class CAM(GradientMethod):
+class CAM(Method):
     """CAM: α_k = w_{c,k}, the weight of the target class on the globally average-pooled map k.
 
     Defined only for a linear tail F(A) = W · GAP(A) + b. There ∂F^c/∂A_k(i, j) = w_{c,k} / (h·w) at
@@ -27,10 +28,10 @@ class CAM(GradientMethod):
 
     key, title = "cam", "CAM"
     summary = "the classifier's weight of each map (only for GAP + linear heads)"
-    needs = ("sum",)
+    needs = frozenset({Need.GRADIENT_SUMS})
 
-    def coefficients(self, ctx: Context, **options) -> torch.Tensor:
-        if not ctx.split.linear_tail:
+    def coefficients(self, q: Quantities) -> torch.Tensor:
+        if not q.linear_tail:
             raise ValueError(f"CAM needs a linear (GAP + fully connected) tail, but the tail after layer "
-                             f"{ctx.split.layer!r} is nonlinear; use Grad-CAM or LIFT-CAM, or the last layer")
-        return ctx.gradient_sums
+                             f"{q.layer!r} is nonlinear; use Grad-CAM or LIFT-CAM, or the last layer")
+        return q.gradient_sums

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from camlib.methods.base import Context, GradientMethod
+from camlib.methods.base import Method, Need, Quantities
 
 
-class GradCAMPlusPlus(GradientMethod):
+class GradCAMPlusPlus(Method):
     """α_k = Σ_{i,j} a_k^{ij} · ReLU(g_k^{ij}),  with g = ∂F^c/∂A and
 
         a_k^{ij} = g_{ij}^2 / (2 g_{ij}^2 + Σ_{a,b} A_k(a, b) · g_{ij}^3)        (their Eq. 19)
@@ -21,13 +21,14 @@ class GradCAMPlusPlus(GradientMethod):
 
     key, title = "gradcampp", "Grad-CAM++"
     summary = "positive gradients weighted by second/third-order terms (closed form)"
-    needs = ("gradients",)
+    needs = frozenset({Need.GRADIENTS})
+    default = paper = True
 
-    def coefficients(self, ctx: Context, **options) -> torch.Tensor:
-        g = ctx.gradients
+    def coefficients(self, q: Quantities) -> torch.Tensor:
+        g = q.gradients
         g2 = g.pow(2)
         g3 = g2 * g
-        sum_a = ctx.activations.sum(dim=(2, 3), keepdim=True)
+        sum_a = q.activations.sum(dim=(2, 3), keepdim=True)
         denominator = 2 * g2 + sum_a * g3
         nonzero = denominator != 0
         a = torch.where(nonzero, g2 / torch.where(nonzero, denominator, torch.ones_like(denominator)),

@@ -2,7 +2,7 @@
 
 * :mod:`camlib.vqa.scenes` -- seeded scene / question generator, vocabulary, tokenizer.
 * :mod:`camlib.vqa.model`  -- ``VQANet`` (Antol et al. style); CAM layer ``encoder``.
-* :mod:`camlib.vqa.train`  -- ``python -m camlib.vqa.train`` writes ``assets/vqa/``.
+* :mod:`camlib.vqa.train`  -- ``python -m camlib.vqa.train`` writes ``camlib/assets/vqa/``.
 
 Typical use::
 
@@ -23,7 +23,7 @@ import torch
 from . import scenes
 from .model import CAM_LAYER, CODE_VERSION, VQANet, build_model
 
-ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "vqa"
+ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "vqa"
 """Directory of the committed weights (``vqa_shapes.pt``) and metadata (``vqa_shapes.json``)."""
 
 __all__ = ["load_vqa", "encode_question", "answer_names", "VQANet", "VQAWeightsError", "build_model",

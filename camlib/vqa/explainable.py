@@ -1,16 +1,18 @@
-"""The Shapes-VQA model as a :class:`camlib.zoo.CamModel`: every CAM method, question held fixed.
+"""The Shapes-VQA model as a :class:`camlib.model.CamModel`: every CAM method, question held fixed.
 
 The CAM layer is the image encoder's last ReLU (``encoder``); the tail F maps its activations and
 the question embedding q to the answer logits, F(A; q) = classifier(image_head(A) ∘ q). The head
 computes q from the question once and the tail receives it as a fixed input (paper Sec. 4.4), so
-SHAP-CAM, LIFT-CAM and Ablation-CAM vary only the image's activation maps.
+SHAP-CAM, LIFT-CAM and Ablation-CAM vary only the image's activation maps. Importing this module
+registers the model in the zoo as ``vqa_shapes`` (``camlib.load_model("vqa_shapes")``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from camlib.zoo import CamModel
+from camlib import zoo
+from camlib.model import CamModel
 
 
 class VQACamModel(CamModel):
@@ -70,3 +72,13 @@ def load_cam_model(device=None) -> VQACamModel:
     device = resolve_device(device)
     module, meta = load_vqa(device)
     return VQACamModel(module, meta, device)
+
+
+def _load(device: torch.device, weights) -> VQACamModel:
+    if weights != "default":
+        raise ValueError("the Shapes-VQA model ships its own weights (camlib/assets/vqa); use weights='default'")
+    return load_cam_model(device)
+
+
+zoo.register(zoo.ModelSpec("vqa_shapes", "Shapes-VQA (bundled weights)", _load, kind="vqa", offline=True,
+                           note="trained here on generated scenes; the question is held fixed while explaining"))

@@ -1,6 +1,6 @@
 """Train VQANet on generated Shapes-VQA data (CPU, seeded, reproducible).
 
-    python -m camlib.vqa.train --epochs 18 --scenes-per-epoch 8000 --threads 1 --seed 0 --out assets/vqa
+    python -m camlib.vqa.train --epochs 18 --scenes-per-epoch 8000 --threads 1 --seed 0 --out camlib/assets/vqa
 
 Every epoch draws fresh training scenes (scene seeds below ``TEST_SEED_BASE``, disjoint
 from the held-out scenes), each with up to ``--per-family`` questions per family.  The
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-from . import scenes
+from . import ASSET_DIR, scenes
 from .model import CAM_LAYER, CODE_VERSION, DEFAULT_HPARAMS, VQANet, build_model
 
 TEST_SEED_BASE = 1_000_000_000
@@ -220,7 +220,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tie-positions", type=int, default=1,
                    help="1: train the image head with the PositionTied reparametrisation")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path("assets/vqa"))
+    p.add_argument("--out", type=Path, default=ASSET_DIR)
     p.add_argument("--hparams", type=json.loads, default={},
                    help="JSON dict overriding model hyper-parameters")
     return p.parse_args(argv)

@@ -1,4 +1,4 @@
-"""camlib.appkit's helpers, without Streamlit's runtime: tables, figures, exports, guards."""
+"""appkit's helpers, without Streamlit's runtime: tables, figures, exports, guards."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from camlib import appkit
+import appkit
 
 
 def test_numbers_never_show_nan():

@@ -11,7 +11,7 @@ import re
 import pytest
 from upload_corpus import upload_corpus
 
-from camlib import appkit
+import appkit
 
 CORPUS = upload_corpus()
 SHAP_PAGE, FAITH_PAGE, HOW_PAGE, EXPLAIN_PAGE = ("pages/2_SHAP_vs_LIFT.py", "pages/4_Faithfulness.py",
@@ -50,7 +50,7 @@ def test_landing_page_default_sample(app):
     assert len(at.download_button) == 3 + 1  # a PNG per method + the CSV
     total, delta = float(metric(at, "Σ α")), float(metric(at, "F^c(A)"))
     assert math.isclose(total, delta, rel_tol=1e-3, abs_tol=1e-3)
-    # the method picker's default is the six methods of the brief (the URL overrides it here)
+    # the method picker's default is camlib's default set (the URL overrides it here)
     picker = at.multiselect(key="methods")
     assert picker.value == ["gradcam", "xgradcam", "liftcam"]
     assert [picker.options[i] for i in picker.proto.default] == [appkit.method_title(m) for m in appkit.DEFAULT_METHODS]

@@ -46,8 +46,8 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 CONFIG = ROOT / ".streamlit" / "config.toml"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 HF_COLOURS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
-#: What the app reads at run time: every file of these must reach the image (app/ once it exists).
-APP_PATHS = ("app.py", "pages", "app", "camlib", "assets", ".streamlit/config.toml", "requirements.txt")
+#: What the app reads at run time: every file of these must reach the image.
+APP_PATHS = ("app.py", "pages", "appkit", "camlib", ".streamlit/config.toml", "requirements.txt")
 
 
 # -- reading the files -----------------------------------------------------------------------------
@@ -336,8 +336,8 @@ def test_healthcheck_probes_the_health_endpoint_on_app_port():
 
 
 def test_dockerignore_keeps_what_the_app_needs_and_nothing_else():
-    for kept in ("app.py", "pages/1_Explain.py", "app/__init__.py", "app/widgets.py", "camlib/__init__.py",
-                 "camlib/vqa/model.py", "assets/vqa/vqa_shapes.pt", ".streamlit/config.toml",
+    for kept in ("app.py", "pages/1_Explain.py", "appkit/__init__.py", "appkit/compute.py", "camlib/__init__.py",
+                 "camlib/vqa/model.py", "camlib/assets/vqa/vqa_shapes.pt", ".streamlit/config.toml",
                  "requirements.txt"):
         assert not excluded(kept), f".dockerignore excludes {kept}"
     for dropped in (".git/HEAD", "tests/conftest.py", "docs/APP.md", "bench-out/faith/table.md",

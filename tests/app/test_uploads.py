@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from camlib import appkit
+import appkit
 
 from upload_corpus import upload_corpus
 
@@ -54,7 +54,7 @@ def test_unexpected_decoder_errors_become_messages(monkeypatch):
     def boom(data):
         raise RuntimeError("decoder exploded")
 
-    monkeypatch.setattr(appkit, "load_image_with_notes", boom)
+    monkeypatch.setattr(appkit.inputs, "load_image_with_notes", boom)
     result = appkit.read_upload(b"whatever", "x.png")
     assert result.image is None and "could not be decoded" in result.error
 

@@ -6,7 +6,8 @@ import math
 
 from test_pages import assert_clean, metric
 
-from camlib.vqa import app as vqa
+import camlib
+from appkit import vqa
 from camlib.vqa import scenes
 
 VQA_PAGE = "pages/3_VQA.py"
@@ -37,9 +38,9 @@ def test_default_scene_question_and_methods(app):
     assert picker.options == [f"[{q.family}] {q.text}" for q in questions]
     first = questions[0]
     assert metric(at, "True answer") == first.answer == metric(at, "Model's answer")
-    # the six default methods: a heatmap each, a coefficient chart each, plus the top-5 answers
+    # the default methods (camlib's single-pass set): a heatmap each, a coefficient chart each, plus the top-5
     methods = at.multiselect(key="vqa_methods").value
-    assert methods == ["gradcam", "gradcampp", "xgradcam", "scorecam", "ablationcam", "liftcam"]
+    assert methods == ["gradcam", "gradcampp", "xgradcam", "liftcam"] == camlib.default_methods()
     assert all(shown(at, m) for m in methods)
     assert len(at.get("plotly_chart")) == 1 + len(methods)
     assert len(at.image) == 1 + 2 * len(methods)  # the scene, the maps, one activation map per method tab
@@ -79,7 +80,7 @@ def test_choose_question_methods_and_target(app):
     assert metric(at, "True answer") == relation.answer
 
     at.multiselect(key="vqa_methods").set_value(["liftcam", "shapcam"]).run()
-    at.slider(key="vqa_perms").set_value(20).run()
+    at.slider(key="vqa_shapcam_permutations").set_value(20).run()
     assert_clean(at)
     assert shown(at, "liftcam") and shown(at, "shapcam") and not shown(at, "gradcam")
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from camlib.zoo import CamModel
+from camlib.model import CamModel
 
 CLASSES = 5
 

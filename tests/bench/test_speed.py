@@ -63,7 +63,7 @@ def test_peak_memory_sees_torch_allocations():
 
 
 def test_time_shap_rows_at_lite0_inner_block():
-    from camlib import clampsum
+    from camlib.engine.kernels import clampsum
 
     s = speed.load_subject("efficientnet_lite0", "blocks.6")
     logs = []

@@ -1,0 +1,107 @@
+"""The plotly figures: coefficient bars, convergence, insertion/deletion curves, top-5."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from appkit.compute import coefficient_table
+from appkit.format import fmt_percent
+
+
+POSITIVE, NEGATIVE = "#e8593c", "#4c8ef5"
+
+
+def coefficient_figure(coefficients: np.ndarray, top_k: int, title: str = "") -> go.Figure:
+    """Bars of the top-``top_k`` maps by |α|, coloured by sign; hover: map index, α, share of Σα."""
+    table = coefficient_table(coefficients)
+    top = table.sort_values("rank").head(max(1, int(top_k)))
+    colors = [POSITIVE if a >= 0 else NEGATIVE for a in top["alpha"]]
+    fig = go.Figure(go.Bar(
+        x=[f"A{m}" for m in top["map"]], y=top["alpha"], marker={"color": colors},
+        customdata=np.stack([top["map"], top["alpha"], 100 * top["share"]], axis=1),
+        hovertemplate="map A<sub>%{customdata[0]:d}</sub><br>α = %{customdata[1]:.4g}"
+                      "<br>share of Σα = %{customdata[2]:.2f}%<extra></extra>",
+    ))
+    fig.update_layout(title=title or None, height=300, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+                      xaxis={"title": f"top {len(top)} of {len(table)} maps by |α| (red: α > 0, blue: α < 0)",
+                             "type": "category"},
+                      yaxis={"title": "α"}, showlegend=False)
+    return fig
+
+
+def selected_map(event) -> int | None:
+    """The map index of the bar picked in a coefficient chart (plotly selection event), if any.
+
+    Reads the bar's category label ("A17"), else the first entry of its customdata (a list, or a dict
+    keyed by position as the browser sends it); anything unexpected counts as no selection.
+    """
+    try:
+        points = event.selection.points if hasattr(event, "selection") else event["selection"]["points"]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    for point in points or []:
+        try:
+            label = str(point.get("x", ""))
+            if label.startswith("A") and label[1:].isdigit():
+                return int(label[1:])
+            data = point.get("customdata")
+            if isinstance(data, dict):
+                data = [data[key] for key in sorted(data, key=lambda key: int(key))]
+            first = float(data[0]) if isinstance(data, (list, tuple)) and data else float("nan")
+            if math.isfinite(first):
+                return int(first)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            continue
+    return None
+
+
+def convergence_figure(result: dict, reference: str, lines: dict[str, float]) -> go.Figure:
+    """Cosine similarity of SHAP-CAM_|Π| to ``reference`` ("lift" or "pooled") against |Π|: the mean
+    over seeds with a ±1 std band, and horizontal lines for other methods' coefficients."""
+    curves = result["cos_lift"] if reference == "lift" else result["cos_pooled"]
+    perms = result["perms"]
+    mean, std = curves.mean(0), curves.std(0)
+    seeds = curves.shape[0]
+    name = "LIFT-CAM" if reference == "lift" else f"SHAP-CAM pooled ({seeds}×{perms[-1]} orderings)"
+    fig = go.Figure()
+    if seeds > 1:
+        fig.add_trace(go.Scatter(x=np.concatenate([perms, perms[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
+                                 fill="toself", fillcolor="rgba(232,89,60,0.25)", line={"width": 0},
+                                 hoverinfo="skip", name=f"± 1 std over {seeds} seeds"))
+    fig.add_trace(go.Scatter(x=perms, y=mean, mode="lines", line={"color": POSITIVE, "width": 2},
+                             name=f"SHAP-CAM<sub>|Π|</sub> (mean of {seeds} seed{'s' if seeds > 1 else ''})",
+                             hovertemplate="|Π| = %{x}<br>cos = %{y:.4f}<extra></extra>"))
+    palette = ["#7fc97f", "#beaed4", "#fdc086", "#ffff99", "#4c8ef5"]
+    for i, (label, value) in enumerate(lines.items()):
+        fig.add_hline(y=value, line={"dash": "dash", "color": palette[i % len(palette)], "width": 1.5},
+                      annotation_text=f"{label}: {value:.3f}", annotation_position="bottom right" if i % 2 else "top right")
+    fig.update_layout(height=400, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      xaxis={"title": "number of orderings |Π|", "type": "log" if perms[-1] >= 20 else "linear"},
+                      yaxis={"title": f"cosine similarity to {name}"},
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def insertion_deletion_figure(result: dict) -> go.Figure:
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=result["deltas"], y=result["ins"], mode="lines+markers", name=f"insertion (AUC {result['ins_auc']:.3f})",
+                             line={"color": POSITIVE}, fill="tozeroy", fillcolor="rgba(232,89,60,0.15)"))
+    fig.add_trace(go.Scatter(x=result["deltas"], y=result["del"], mode="lines+markers", name=f"deletion (AUC {result['del_auc']:.3f})",
+                             line={"color": NEGATIVE}, fill="tozeroy", fillcolor="rgba(76,142,245,0.15)"))
+    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis={"title": "δ: fraction of pixels kept (insertion) / removed (deletion), most salient first"},
+                      yaxis={"title": "target probability", "rangemode": "tozero"},
+                      legend={"orientation": "h", "y": -0.3})
+    return fig
+
+
+def probability_figure(table: pd.DataFrame) -> go.Figure:
+    fig = go.Figure(go.Bar(x=table["probability"][::-1], y=table["class"][::-1], orientation="h",
+                           marker={"color": POSITIVE}, text=[fmt_percent(p) for p in table["probability"][::-1]],
+                           textposition="auto", hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
+    fig.update_layout(height=220, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis={"range": [0, 1], "tickformat": ".0%"})
+    return fig

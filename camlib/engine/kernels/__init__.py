@@ -1,0 +1,1 @@
+"""Compiled CPU kernels (numba) and the tensor code they replace where numba is missing."""
