@@ -23,7 +23,7 @@ class ShapCAM(Method):
     needs = frozenset({Need.GAME})
     cost = Cost.PER_ORDERING
     options = (Option("permutations", 10, 1, 1_000_000, "number of random orderings |Π|"),
-               Option("seed", 0, 0, 2**63 - 1, "seed of the orderings"))
+               Option("seed", 0, 0, 2**32 - 1, "seed of the orderings"))
 
     def label(self, permutations: int = 10, **options) -> str:
         return f"{self.key}_{int(permutations)}"
