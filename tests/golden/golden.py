@@ -114,13 +114,16 @@ def write(path: str, only: str | None) -> None:
                         continue
                     _record(out, prefix, exp)
                     print(f"{prefix}: {time.perf_counter() - start:.2f} s", file=sys.stderr, flush=True)
+        torch.save(out, path)  # after every configuration: an interrupted run keeps what it did
     torch.save(out, path)
     print(f"wrote {len(out)} entries to {path}")
 
 
-def compare(before_path: str, after_path: str) -> int:
+def compare(before_path: str, after_path: str, only: str | None = None) -> int:
     before = torch.load(before_path, weights_only=True)
     after = torch.load(after_path, weights_only=True)
+    if only:
+        before = {k: v for k, v in before.items() if k.startswith("_") or only in k.split("/")[0]}
     problems = []
     for key, old in before.items():
         if key not in after:
@@ -152,11 +155,12 @@ def main(argv=None) -> int:
     c = sub.add_parser("compare")
     c.add_argument("before")
     c.add_argument("after")
+    c.add_argument("--only", default=None, help="compare only configurations whose name contains this")
     args = parser.parse_args(argv)
     if args.command == "write":
         write(args.path, args.only)
         return 0
-    return compare(args.before, args.after)
+    return compare(args.before, args.after, args.only)
 
 
 if __name__ == "__main__":
