@@ -48,12 +48,14 @@ def main(argv=None) -> int:
             print(f"{name:20s} {MODELS[name].title}")
         return 0
     if args.command == "methods":
-        for key in camlib.list_methods():
+        keys = camlib.list_methods()
+        width = max(map(len, keys)), max(len(camlib.get_method(k).title) for k in keys)
+        for key in keys:
             m = camlib.get_method(key)
             mark = "*" if m.default else " "
-            print(f"{mark} {key:12s} {m.title:13s} {m.cost.value:13s} {m.summary}")
+            print(f"{mark} {key:{width[0]}s} {m.title:{width[1]}s} {m.cost.value:13s} {m.summary}")
             for o in m.options:
-                print(f"{'':16s}option {o.name}={o.default} in {o.bounds()}: {o.help}")
+                print(f"{'':{width[0] + 4}s}option {o.name}={o.default} in {o.bounds()}: {o.help}")
         print("* in the default set")
         return 0
     if args.command == "layers":

@@ -52,7 +52,18 @@ st.markdown("That is one term of Eq. 6 (the last position in the order), so it a
             "of $F^c$ at $A$ instead, which can saturate. On the SHAP-CAM page their cosine similarity to the SHAP "
             "values is drawn as horizontal lines (the paper's Table 2).")
 
-st.header("6 · Is a map faithful?")
+st.header("6 · LIME and KernelSHAP: fit the simple model to experiments")
+st.markdown("**LIME** flips the switches at random (each map kept or zeroed, like tossing a coin), runs the tail "
+            "on each try and writes down the score. Then it draws the best straight line through those results — "
+            "Eq. 5 fitted by weighted least squares — giving more say to tries that keep most of the picture. "
+            "The slopes of that line are the α of **LIME-CAM**; the authors use one try per map and a fit that "
+            "sets unimportant maps to exactly zero (the lasso).")
+st.markdown("**KernelSHAP** runs the same kind of experiment, but picks *which* switches to flip with a special "
+            "rule (the Shapley kernel: mostly tries with very few or very many maps, each together with its "
+            "opposite) and forces the α to add up to $F^c(A) - F^c(0)$. With every possible try it gives exactly "
+            "the SHAP values of Eq. 6; with fewer tries, **KernelSHAP-CAM** gets closer the more tries it makes.")
+
+st.header("7 · Is a map faithful?")
 st.markdown("The *Faithfulness* page keeps only the highlighted pixels, $e = s(u(L)) \\circ x$ (Eq. 10), or removes them, "
             "and reads the model's probability: Increase in Confidence, Average Drop and Average Drop in Deletion "
             "(Eqs. 11–13), insertion and deletion curves, and the share of the map's energy inside the object's "
