@@ -9,13 +9,14 @@ from camlib.methods.base import Cost, Method, Option
 from camlib.methods.gradcam import CAM, GradCAM
 from camlib.methods.gradcampp import GradCAMPlusPlus
 from camlib.methods.liftcam import LiftCAM
+from camlib.methods.lrpcam import LrpCAM
 from camlib.methods.scorecam import ScoreCAM
 from camlib.methods.shapcam import ShapCAM
 from camlib.methods.xgradcam import XGradCAM
 
 #: Every method, in the order front ends show them.
 METHODS: dict[str, Method] = {m.key: m for m in (
-    GradCAM(), GradCAMPlusPlus(), XGradCAM(), ScoreCAM(), AblationCAM(), LiftCAM(), ShapCAM(), CAM())}
+    GradCAM(), GradCAMPlusPlus(), XGradCAM(), ScoreCAM(), AblationCAM(), LiftCAM(), LrpCAM(), ShapCAM(), CAM())}
 
 
 def _normal(name: str) -> str:
@@ -25,7 +26,7 @@ def _normal(name: str) -> str:
 # Names accepted by get_method: keys, titles and common spellings, compared without case,
 # hyphens, underscores or spaces ("Grad-CAM++" = "gradcampp").
 _ALIASES = {**{_normal(k): k for k in METHODS}, **{_normal(m.title): k for k, m in METHODS.items()},
-            "lift": "liftcam", "shap": "shapcam"}
+            "lift": "liftcam", "lrp": "lrpcam", "shap": "shapcam"}
 
 
 def list_methods() -> list[str]:
