@@ -124,6 +124,7 @@ def option_controls(methods: Sequence[str], prefix: str, container=None, initial
                                                        key=widget, persist_state="session")
             else:
                 values[option.name] = container.number_input(label, option.minimum, option.maximum, start,
+                                                             format="%g" if isinstance(option.default, float) else None,
                                                              key=widget, persist_state="session")
         if values:
             chosen[key] = values

@@ -1,4 +1,4 @@
-"""How it works: the paper's framework in six formulas, each tied to what the other pages show."""
+"""How it works: the paper's framework in seven formulas, each tied to what the other pages show."""
 
 import streamlit as st
 
@@ -63,7 +63,16 @@ st.markdown("**KernelSHAP** runs the same kind of experiment, but picks *which* 
             "opposite) and forces the α to add up to $F^c(A) - F^c(0)$. With every possible try it gives exactly "
             "the SHAP values of Eq. 6; with fewer tries, **KernelSHAP-CAM** gets closer the more tries it makes.")
 
-st.header("7 · Is a map faithful?")
+st.header("7 · LRP-CAM: handing the score back, layer by layer")
+st.markdown("Layer-wise relevance propagation starts with the score $F^c(A)$ at the output and hands it backwards. "
+            "Each layer shares what it receives among its inputs by how much each one added to its output "
+            "($x_p w_{qp}$ out of $z_q$); a ReLU passes its share on unchanged. LRP-CAM adds up what reaches each map:")
+st.latex(r"R_p = \sum_q \frac{x_p\, w_{qp}}{z_q + \varepsilon\, \mathrm{sign}(z_q)}\, R_q, \qquad "
+         r"\alpha_k^{\mathrm{lrp}} = \sum_{(i,j)} R\big(A_k(i,j)\big)")
+st.markdown("A bias keeps its own share, so the $\\alpha$ add up to $F^c(A)$ only without biases; a larger ε (the "
+            "method's option) lets weak neurons keep theirs too. On a linear tail LRP-CAM gives LIFT-CAM's map.")
+
+st.header("8 · Is a map faithful?")
 st.markdown("The *Faithfulness* page keeps only the highlighted pixels, $e = s(u(L)) \\circ x$ (Eq. 10), or removes them, "
             "and reads the model's probability: Increase in Confidence, Average Drop and Average Drop in Deletion "
             "(Eqs. 11–13), insertion and deletion curves, and the share of the map's energy inside the object's "

@@ -12,6 +12,7 @@ gradients, gradient sums / dots    block-linear FC pass (:mod:`.fast.blocklinear
 DeepLIFT contributions             block-linear FC pass; stored zero reference     DeepLIFT rewrite on [A; 0]
 coalition game                     fast coalitions (+ fused kernel)                naive (masked tail passes)
 masked-input scores                NNPACK stages (:mod:`.fast.nnpack`)             network passes in groups
+LRP relevance                      (none)                                          LRP-ε rewrite
 =================================  ============================================  ==========================
 
 The engine (:class:`Engine`) takes, per family of needs, the first fast backend that applies, else
@@ -58,13 +59,14 @@ class Backend:
 def families() -> list[list[Backend]]:
     """The backends of each family of needs, fast first, the reference last."""
     from camlib.engine.fast import blocklinear, coalitions as fast_coalitions, nnpack, stored_reference
-    from camlib.engine.reference import autograd, coalitions, deeplift, network
+    from camlib.engine.reference import autograd, coalitions, deeplift, lrp, network
 
     return [
         [blocklinear.BlockLinearGradients(), autograd.Autograd()],
         [blocklinear.BlockLinearDeepLift(), stored_reference.StoredReferenceDeepLift(), deeplift.DeepLiftRewrite()],
         [fast_coalitions.FastCoalitionGame(), coalitions.NaiveCoalitionGame()],
         [nnpack.NnpackScores(), network.NetworkScores()],
+        [lrp.LrpRewrite()],
     ]
 
 

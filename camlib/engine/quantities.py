@@ -19,6 +19,8 @@ The quantities, for a batch of B images, K maps of h×w, target classes c (B,):
                           (paper Sec. 3.2), as a :class:`Game`
 ``masked_scores``         f^c(X ∘ s(Up(A_k))) for every map k: the whole network on the input
                           masked by each upsampled, min-max normalised map (Score-CAM)
+``lrp(ε)``                LRP-ε relevance of F^c(A) through the tail, summed over each map:
+                          Σ_ij R(A_k(i, j)), (B, K), with F^c(A) (the relevance put in), as an :class:`Lrp`
 ========================  ====================================================================
 """
 
@@ -42,6 +44,7 @@ class Need(enum.Enum):
     DEEPLIFT = "DeepLIFT contributions"
     GAME = "coalition game"
     MASKED_SCORES = "masked-input scores"
+    LRP = "LRP relevance"
 
 
 class UndeclaredNeedError(RuntimeError):
@@ -79,6 +82,23 @@ class DeepLift:
     contributions: torch.Tensor
     logits: torch.Tensor
     reference_logits: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class Lrp:
+    """Layer-wise relevance propagation (LRP-ε) of the target logit through the tail.
+
+    ``relevance`` (B, K): Σ_ij R(A_k(i, j)), the relevance that reaches map k when ``output``
+    (B,) = F^c(A) is put on the target logit; ``logits`` (B, C): F(A) from the same pass;
+    ``epsilon``: the ε-rule's stabiliser. The rules are stated in
+    :mod:`camlib.engine.reference.lrp`. Conservation, Σ_k relevance[b, k] = output[b], holds where
+    they conserve relevance: no biases or batch-norm shifts in the tail and ε → 0.
+    """
+
+    relevance: torch.Tensor
+    logits: torch.Tensor
+    output: torch.Tensor
+    epsilon: float
 
 
 @dataclasses.dataclass
@@ -204,3 +224,8 @@ class Quantities:
     def masked_scores(self) -> torch.Tensor:
         provider = self._provider(Need.MASKED_SCORES)
         return self._cached(Need.MASKED_SCORES, lambda: provider.masked_scores(self.target))
+
+    def lrp(self, epsilon: float) -> Lrp:
+        """LRP-ε relevance of the target logit per map, with the stabiliser ``epsilon`` > 0."""
+        provider = self._provider(Need.LRP)
+        return self._cached((Need.LRP, float(epsilon)), lambda: provider.lrp(self.target, epsilon))

@@ -7,9 +7,12 @@ does:
   (:func:`canonical_activation`, :data:`INPLACE_FUNCTIONS`, :data:`INPLACE_METHODS`), makes head
   activations in place where safe (:data:`INPLACE_ACTIVATIONS`, :func:`is_linear_producer`) and flags
   linear tails (:func:`is_affine_node`);
-* DeepLIFT and LRP pick their rule per node (:func:`elementwise_function`: the Rescale rule;
+* DeepLIFT picks its rule per node (:func:`elementwise_function`: the Rescale rule;
   :func:`is_max_pool`: the max rule; :func:`is_affine_node`: the gradient is the exact multiplier;
   :func:`is_structural`: ``getattr``/``getitem`` that carry no value);
+* LRP picks its rule per node (:func:`is_rearrangement`: values moved, copied or selected, relevance
+  follows them; :func:`maps_zero_to_zero`: an elementwise activation with g(0) = 0, relevance passes
+  unchanged; :func:`is_affine_node` and :func:`is_max_pool`: the ε-rule);
 * the coalition evaluators and the block-linear pass ask which nodes keep channels separate
   (:func:`is_channelwise`), which flatten maps into blocks (:func:`is_flatten`), where a clamp is
   (:func:`clamp_bounds`), and run nodes on values of their own (:func:`run_node`);
@@ -215,6 +218,45 @@ def is_affine_node(node: fx.Node, modules: dict[str, nn.Module], depends: Callab
         if node.target == "mul":
             return sum(depends(a) for a in node.args) <= 1
     return False
+
+
+# --------------------------------------------------------------------------------------------
+# Layer-wise relevance propagation: rearrangements and activations that map 0 to 0
+# --------------------------------------------------------------------------------------------
+
+# Operations that only move, copy or select values (no arithmetic): relevance follows the values
+# (their ordinary backward pass: a copy's relevance is summed back, a dropped value gets none).
+_REARRANGING_MODULES = (nn.Flatten, nn.Identity)
+_REARRANGING_FUNCTIONS = {torch.flatten, torch.reshape, torch.cat, torch.squeeze, torch.unsqueeze, torch.permute,
+                          torch.transpose, operator.getitem, F.pad}
+_REARRANGING_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "transpose",
+                        "repeat", "expand", "size", "dim"}
+
+#: Elementwise activations with g(0) = 0 for every setting of their parameters (hardtanh and clamp:
+#: only when their bounds contain 0, :func:`maps_zero_to_zero`). LRP passes relevance through them
+#: unchanged; sigmoid, hard sigmoid and softplus (g(0) ≠ 0) are not among them.
+ZERO_AT_ZERO_FUNCTIONS = (F.relu, torch.relu, torch.tanh, F.tanh, F.silu, F.gelu, F.leaky_relu, F.elu, F.hardswish,
+                          F.mish)
+
+
+def is_rearrangement(node: fx.Node, modules: dict) -> bool:
+    """Whether ``node`` only moves, copies or selects values of its inputs: flatten, reshape and
+    views, concatenation, indexing, padding (the padded values are constants), shape queries."""
+    if node.op == "call_module":
+        return type(modules[node.target]) in _REARRANGING_MODULES
+    if node.op == "call_function":
+        return node.target in _REARRANGING_FUNCTIONS
+    return node.op == "call_method" and node.target in _REARRANGING_METHODS
+
+
+def maps_zero_to_zero(node: fx.Node) -> bool:
+    """Whether ``node`` is an elementwise activation g with g(0) = 0 (ReLU, ReLU6 as hardtanh(0, 6),
+    tanh, SiLU, GELU, leaky ReLU, ELU, hard swish, Mish, a clamp whose bounds contain 0)."""
+    fn = elementwise_function(node)
+    if fn in (F.hardtanh, torch.clamp):
+        bounds = clamp_bounds(node)
+        return bounds is not None and bounds[0] <= 0.0 <= bounds[1]
+    return fn in ZERO_AT_ZERO_FUNCTIONS
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,14 +11,15 @@ from camlib.methods.gradcampp import GradCAMPlusPlus
 from camlib.methods.kernelshapcam import KernelShapCAM
 from camlib.methods.liftcam import LiftCAM
 from camlib.methods.limecam import LimeCAM
+from camlib.methods.lrpcam import LrpCAM
 from camlib.methods.scorecam import ScoreCAM
 from camlib.methods.shapcam import ShapCAM
 from camlib.methods.xgradcam import XGradCAM
 
 #: Every method, in the order front ends show them.
 METHODS: dict[str, Method] = {m.key: m for m in (
-    GradCAM(), GradCAMPlusPlus(), XGradCAM(), ScoreCAM(), AblationCAM(), LiftCAM(), ShapCAM(), LimeCAM(), KernelShapCAM(),
-    CAM())}
+    GradCAM(), GradCAMPlusPlus(), XGradCAM(), ScoreCAM(), AblationCAM(), LiftCAM(), LrpCAM(), ShapCAM(), LimeCAM(),
+    KernelShapCAM(), CAM())}
 
 
 def _normal(name: str) -> str:
@@ -28,7 +29,7 @@ def _normal(name: str) -> str:
 # Names accepted by get_method: keys, titles and common spellings, compared without case,
 # hyphens, underscores or spaces ("Grad-CAM++" = "gradcampp").
 _ALIASES = {**{_normal(k): k for k in METHODS}, **{_normal(m.title): k for k, m in METHODS.items()},
-            "lift": "liftcam", "shap": "shapcam", "lime": "limecam", "kernelshap": "kernelshapcam"}
+            "lift": "liftcam", "lrp": "lrpcam", "shap": "shapcam", "lime": "limecam", "kernelshap": "kernelshapcam"}
 
 
 def list_methods() -> list[str]:

@@ -6,7 +6,7 @@ the maps, :mod:`camlib.methods.shapley`):
 
 * ``key``, ``title``, ``summary``: its names and a one-line description;
 * ``needs``: the quantities it reads (:class:`Need`: gradients, gradient sums or dots, DeepLIFT
-  contributions, the coalition game, masked-input scores); the engine decides which backend
+  contributions, the coalition game, masked-input scores, LRP relevance); the engine decides which backend
   computes them (:mod:`camlib.engine.backends`) and records it in ``Explanation.info["backends"]``;
 * ``cost`` (:class:`Cost`) and :meth:`Method.evaluations`: how much work it does, for front ends
   that show the expected time and for benchmarks that count tail evaluations;
@@ -27,9 +27,9 @@ import enum
 
 import torch
 
-from camlib.engine.quantities import DeepLift, Game, Need, Quantities
+from camlib.engine.quantities import DeepLift, Game, Lrp, Need, Quantities
 
-__all__ = ["Cost", "DeepLift", "Game", "Method", "Need", "Option", "Quantities"]
+__all__ = ["Cost", "DeepLift", "Game", "Lrp", "Method", "Need", "Option", "Quantities"]
 
 
 class Cost(enum.Enum):
