@@ -18,6 +18,8 @@ COMMANDS = {
     "vqa": ("camlib.bench.vqa", "main",
             "VQA: IC/AD/ADD with the question fixed, pointing game on exact evidence, cosine to SHAP-CAM (Table 6)"),
     "device-check": ("camlib.bench.device_check", "main", "every method on an accelerator against the CPU"),
+    "constant-maps": ("camlib.bench.constant_maps", "main",
+                      "why maps are all zero: the sign of α·A, the tail's constants F^c(0), per image and method"),
 }
 
 
