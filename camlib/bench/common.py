@@ -84,6 +84,31 @@ def method_title(label: str) -> str:
         return label
 
 
+class PixelSpaceNetwork(torch.nn.Module):
+    """Pixel-space images in [0, 1] -> logits of a CamModel without gradients: its mean/std
+    normalisation, then its network; with ``channels_last`` a channels-last copy of the network
+    (on the CPU about 1.5x faster for depthwise convolutions; the same values up to float
+    rounding). A module, so that peer libraries that want one (torchcam, Quantus) get the very
+    network camlib's metrics use."""
+
+    def __init__(self, model, channels_last: bool):
+        super().__init__()
+        import copy
+
+        self.channels_last = channels_last
+        self.network = copy.deepcopy(model.module).to(memory_format=torch.channels_last) if channels_last \
+            else model.module
+        self.register_buffer("mean", model.mean.detach().clone(), persistent=False)
+        self.register_buffer("std", model.std.detach().clone(), persistent=False)
+
+    def forward(self, images01: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            x = (images01 - self.mean) / self.std
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.network(x)
+
+
 @dataclasses.dataclass
 class Run:
     """One invocation of a sub-command on one rank."""
@@ -129,16 +154,7 @@ class Run:
         if self.device.type != "cpu" or self.args.metrics_memory_format != "channels_last" \
                 or not hasattr(self.model, "module") or self.model.extra_inputs(1)[0]:
             return self.model.logits_fn()
-        import copy
-
-        module = copy.deepcopy(self.model.module).to(memory_format=torch.channels_last)
-        normalize = self.model.normalize
-
-        def fn(images01: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode():
-                return module(normalize(images01).contiguous(memory_format=torch.channels_last))
-
-        return fn
+        return PixelSpaceNetwork(self.model, channels_last=True)
 
     def progress_bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
