@@ -8,12 +8,16 @@ never imports the CAM engine:
   :func:`explanation_images`, :func:`confidence_scores`, :func:`aggregate_confidence`.
 * Sec. 4.3.2 -- insertion / deletion probability curves and their AUC:
   :func:`insertion_deletion`, :func:`top_fraction_mask`, :func:`auc`.
+* Both at once for many maps (several methods' maps of the same images), each
+  derived image through the network once: :func:`score_maps` (what the
+  benchmarks use).
 * Sec. 4.3.3 -- energy-based pointing game (Eq. 14):
   :func:`energy_pointing_game`, :func:`boxes_to_mask`, :func:`scale_boxes`, and
   :func:`energy_in_mask` for pixel masks (Shapes-VQA's exact evidence).
 * Sec. 4.2 -- cosine similarity of coefficient vectors (Table 2):
   :func:`cosine_similarity`.
-* Aggregation with a 95 % confidence interval: :func:`summarize`.
+* Aggregation with a 95 % confidence interval (quantiles from scipy.stats):
+  :func:`summarize`.
 
 Conventions shared by all functions
 -----------------------------------

@@ -259,8 +259,8 @@ def run(argv: Sequence[str] | None = None) -> str:
     }
     for b in args.batches:
         if b != batch:
-            cases[f"camlib score_maps, batch {b}"] = ("suite", functools.partial(
-                lambda b: camlib_suite(net, images, maps, b, args.steps), b))
+            cases[f"camlib score_maps, batch {b}"] = ("suite", lambda b=b: camlib_suite(net, images, maps, b,
+                                                                                         args.steps))
     cases["forward"] = ("forward", lambda: forward(net, images, batch, args.forward_images))
     quantus_ok = _has("quantus") and quantus_steps(images, args.peer_steps) is not None
     if not args.no_peers:
@@ -370,7 +370,8 @@ def markdown(args, model, layer, records, maps, constant, batch, rows, cases, me
     reference = {"suite": "camlib score_maps", "ic/ad": "camlib confidence_scores",
                  "ins/del": "camlib insertion_deletion", "peer suite": peer_suite}
     what = {"suite": f"IC/AD/ADD + ins/del ({args.steps} thr.)", "ic/ad": "IC/AD(/ADD)",
-            "ins/del": f"ins/del ({args.peer_steps} thr.)", "peer suite": f"IC/AD/ADD + ins/del ({args.peer_steps} thr.)"}
+            "ins/del": f"ins/del ({args.peer_steps} thr.)",
+            "peer suite": f"IC/AD/ADD + ins/del ({args.peer_steps} thr.)"}
     timed = [(name, kind) for name, (kind, _) in cases.items() if kind != "forward"]
     if not args.no_peers:  # torchcam's whole suite: its two metrics one after the other
         both = "torchcam ClassificationMetric + DeletionInsertionMetric"

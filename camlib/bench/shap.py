@@ -400,7 +400,8 @@ def table1_tables(rows: list[dict], perms, seeds: int, extra) -> list[str]:
         if not mine:
             continue
         runs = sorted({row["seed"] for row in mine})
-        line = [common.method_title(label), f"{len(runs)} × {len({row['image'] for row in mine})}", constant_cell(mine)]
+        line = [common.method_title(label), f"{len(runs)} × {len({row['image'] for row in mine})}",
+                constant_cell(mine)]
         for _, field, _ in METRICS:
             by_run = [100.0 * statistics.fmean(float(row[field]) for row in mine if row["seed"] == s) for s in runs]
             mean = statistics.fmean(by_run)
