@@ -8,12 +8,16 @@ never imports the CAM engine:
   :func:`explanation_images`, :func:`confidence_scores`, :func:`aggregate_confidence`.
 * Sec. 4.3.2 -- insertion / deletion probability curves and their AUC:
   :func:`insertion_deletion`, :func:`top_fraction_mask`, :func:`auc`.
+* Both at once for many maps (several methods' maps of the same images), each
+  derived image through the network once: :func:`score_maps` (what the
+  benchmarks use).
 * Sec. 4.3.3 -- energy-based pointing game (Eq. 14):
   :func:`energy_pointing_game`, :func:`boxes_to_mask`, :func:`scale_boxes`, and
   :func:`energy_in_mask` for pixel masks (Shapes-VQA's exact evidence).
 * Sec. 4.2 -- cosine similarity of coefficient vectors (Table 2):
   :func:`cosine_similarity`.
-* Aggregation with a 95 % confidence interval: :func:`summarize`.
+* Aggregation with a 95 % confidence interval (quantiles from scipy.stats):
+  :func:`summarize`.
 
 Conventions shared by all functions
 -----------------------------------
@@ -43,7 +47,6 @@ Results are float32 and never NaN (see each function for the guarded cases).
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence, Union
 
@@ -55,6 +58,7 @@ from camlib.devices import network_batch, network_input
 __all__ = [
     "ConfidenceScores",
     "InsertionDeletion",
+    "MapScores",
     "Summary",
     "explanation_images",
     "confidence_scores",
@@ -62,6 +66,7 @@ __all__ = [
     "top_fraction_mask",
     "insertion_deletion",
     "auc",
+    "score_maps",
     "boxes_to_mask",
     "scale_boxes",
     "energy_pointing_game",
@@ -141,6 +146,25 @@ def _check_batch_size(batch_size: int | None, device: torch.device) -> int:
     return int(batch_size)
 
 
+def _class_probs(logits_fn: LogitsFn, chunk: Tensor, device: torch.device) -> Tensor:
+    """``softmax(logits_fn(chunk).float())`` (N, n_classes) on ``device``, the logits checked."""
+    logits = logits_fn(network_input(chunk))
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != chunk.shape[0]:
+        raise ValueError(
+            f"logits_fn must return (N, n_classes) logits for N = {chunk.shape[0]} images, "
+            f"got {getattr(logits, 'shape', type(logits))}"
+        )
+    logits = logits.to(device=device, dtype=torch.float32)
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits_fn returned NaN or Inf logits")
+    return torch.softmax(logits, dim=1)
+
+
+def _check_target_range(target: Tensor, n_classes: int) -> None:
+    if int(target.min()) < 0 or int(target.max()) >= n_classes:
+        raise ValueError(f"target index out of range for {n_classes} classes")
+
+
 def _target_probs(
     logits_fn: LogitsFn,
     make_chunk: Callable[[Tensor], tuple[Tensor, Tensor]],
@@ -159,18 +183,8 @@ def _target_probs(
         end = min(start + batch_size, n_items)
         idx = torch.arange(start, end, device=device)
         chunk, tgt = make_chunk(idx)
-        logits = logits_fn(network_input(chunk))
-        if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != idx.numel():
-            raise ValueError(
-                f"logits_fn must return (N, n_classes) logits for N = {idx.numel()} images, "
-                f"got {getattr(logits, 'shape', type(logits))}"
-            )
-        logits = logits.to(device=device, dtype=torch.float32)
-        if not bool(torch.isfinite(logits).all()):
-            raise ValueError("logits_fn returned NaN or Inf logits")
-        if int(tgt.min()) < 0 or int(tgt.max()) >= logits.shape[1]:
-            raise ValueError(f"target index out of range for {logits.shape[1]} classes")
-        probs = torch.softmax(logits, dim=1)
+        probs = _class_probs(logits_fn, chunk, device)
+        _check_target_range(tgt, probs.shape[1])
         out[idx] = probs.gather(1, tgt[:, None])[:, 0]
         if progress is not None:
             progress(end / n_items)
@@ -297,7 +311,11 @@ def confidence_scores(
         return factor[:, None] * images[b], tgt[b]
 
     probs = _target_probs(logits_fn, make_chunk, 3 * batch, images.device, batch_size, progress).view(batch, 3)
-    y, o, d = probs.unbind(1)
+    return _confidence_terms(*probs.unbind(1))
+
+
+def _confidence_terms(y: Tensor, o: Tensor, d: Tensor) -> ConfidenceScores:
+    """Eqs. 11-13 from the target probabilities on x, e and e_inv (see :func:`confidence_scores`)."""
     denom = y.clamp_min(Y_MIN)
     return ConfidenceScores(
         Y=y.clone(),
@@ -320,60 +338,6 @@ class Summary(NamedTuple):
     ci_high: float
 
 
-def _normal_quantile(p: float) -> float:
-    return statistics.NormalDist().inv_cdf(p)
-
-
-def _t_abs_cdf(t: float, df: int) -> float:
-    """P(|T| <= t) for Student's t with integer ``df`` (Abramowitz-Stegun 26.7.3-4)."""
-    theta = math.atan(t / math.sqrt(df))
-    s, c2 = math.sin(theta), math.cos(theta) ** 2
-    if df % 2 == 0:  # sin(theta) * (1 + 1/2 c^2 + 1*3/(2*4) c^4 + ... )
-        term, total = 1.0, 1.0
-        for k in range(1, df // 2):
-            term *= (2 * k - 1) / (2 * k) * c2
-            total += term
-        return s * total
-    if df == 1:
-        return 2.0 * theta / math.pi
-    term = math.cos(theta)  # 2/pi * (theta + sin(theta) * (c + 2/3 c^3 + ...))
-    total = term
-    for k in range(1, (df - 1) // 2):
-        term *= (2 * k) / (2 * k + 1) * c2
-        total += term
-    return 2.0 / math.pi * (theta + s * total)
-
-
-def _t_quantile(p: float, df: int) -> float:
-    """Quantile ``t_{p, df}`` (p > 0.5) of Student's t distribution.
-
-    Exact (bisection on the closed-form CDF) for ``df <= 1000``; beyond that the
-    Cornish-Fisher expansion to O(df^-4) (A&S 26.7.5), accurate to < 1e-12.
-    """
-    if not 0.5 < p < 1.0:
-        raise ValueError("p must be in (0.5, 1)")
-    z = _normal_quantile(p)
-    if df > 1000:
-        g1 = (z**3 + z) / 4
-        g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-        g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-        g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
-        return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
-    level = 2.0 * p - 1.0  # two-sided mass
-    lo, hi = 0.0, max(1.0, z)
-    while _t_abs_cdf(hi, df) < level:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_abs_cdf(mid, df) < level:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-13 * hi:
-            break
-    return 0.5 * (lo + hi)
-
-
 def summarize(
     values: Union[Tensor, Sequence[float]],
     scale: float = 100.0,
@@ -385,10 +349,11 @@ def summarize(
     Methods:
 
     * ``"t"`` (default): Student-t interval ``m +- t_{(1+conf)/2, n-1} * sd / sqrt(n)``
-      with the unbiased sample standard deviation (``ddof = 1``); the t quantile
-      is computed exactly (no SciPy needed).  For ``n = 1`` the spread is
-      undefined and the interval degenerates to ``(m, m)`` (never NaN).
-    * ``"normal"``: the same with the normal quantile ``z`` (1.95996 at 95 %).
+      with the unbiased sample standard deviation (``ddof = 1``) and the quantile
+      ``scipy.stats.t.ppf``.  For ``n = 1`` the spread is undefined and the
+      interval degenerates to ``(m, m)`` (never NaN).
+    * ``"normal"``: the same with the normal quantile ``z = scipy.stats.norm.ppf``
+      (1.95996 at 95 %).
     * ``"wilson"``: Wilson score interval for a proportion; ``values`` must be
       0/1 (e.g. the per-image IC indicators):
       ``(p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)``.
@@ -399,6 +364,8 @@ def summarize(
 
     Raises ``ValueError`` for an empty input or non-finite values.
     """
+    from scipy import stats  # imported here: ~1 s, and only the aggregation needs it
+
     x = torch.as_tensor(values, dtype=torch.float64).detach().reshape(-1).cpu()
     n = x.numel()
     if n == 0:
@@ -413,7 +380,7 @@ def summarize(
     if method == "wilson":
         if not bool(((x == 0) | (x == 1)).all()):
             raise ValueError("the Wilson interval needs 0/1 values")
-        z = _normal_quantile(p_upper)
+        z = float(stats.norm.ppf(p_upper))
         denom = 1.0 + z * z / n
         centre = (mean + z * z / (2 * n)) / denom
         half = z / denom * math.sqrt(mean * (1.0 - mean) / n + z * z / (4 * n * n))
@@ -423,7 +390,7 @@ def summarize(
             low = high = mean
         else:
             sem = float(x.std(correction=1)) / math.sqrt(n)
-            q = _t_quantile(p_upper, n - 1) if method == "t" else _normal_quantile(p_upper)
+            q = float(stats.t.ppf(p_upper, n - 1) if method == "t" else stats.norm.ppf(p_upper))
             low, high = mean - q * sem, mean + q * sem
     else:
         raise ValueError(f"unknown method {method!r}; use 't', 'normal' or 'wilson'")
@@ -459,6 +426,13 @@ def _num_kept(delta: float, n_pixels: int) -> int:
     # +1e-9 absorbs the representation error of grid values such as 0.025 * k,
     # so an exact half (e.g. 0.025 * 20 = 0.5) rounds up deterministically.
     return min(n_pixels, max(0, math.floor(delta * n_pixels + 0.5 + 1e-9)))
+
+
+def _step_grid(steps: int, n_pixels: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(deltas (S,) float32, counts (S,) long)``: δ_i = i / (S - 1) and the pixels kept at δ_i."""
+    counts = torch.tensor([_num_kept(i / (steps - 1), n_pixels) for i in range(steps)], dtype=torch.long, device=device)
+    deltas = torch.arange(steps, dtype=torch.float64, device=device).div(steps - 1).float()
+    return deltas, counts
 
 
 def _pixel_ranks(saliency: Tensor) -> Tensor:
@@ -553,11 +527,7 @@ def insertion_deletion(
     steps = int(steps)
     device = images.device
 
-    n_pixels = height * width
-    counts = torch.tensor(
-        [_num_kept(i / (steps - 1), n_pixels) for i in range(steps)], dtype=torch.long, device=device
-    )
-    deltas = torch.arange(steps, dtype=torch.float64, device=device).div(steps - 1).float()
+    deltas, counts = _step_grid(steps, height * width, device)
     ranks = _pixel_ranks(sal)  # (B, H*W)
 
     # flat item j -> image b = j // (2S), step s = (j // 2) % S, kind = j % 2 (0 ins, 1 del)
@@ -595,6 +565,137 @@ def auc(deltas: Tensor, curve: Tensor) -> Tensor:
     if not bool((deltas[1:] > deltas[:-1]).all()):
         raise ValueError("deltas must be strictly increasing")
     return torch.trapezoid(curve.to(dtype), deltas, dim=-1)
+
+
+# --------------------------------------------------------------------------- #
+# Secs. 4.1 + 4.3.2 together: many maps, each derived image evaluated once
+# --------------------------------------------------------------------------- #
+class MapScores(NamedTuple):
+    """Result of :func:`score_maps`: row ``i`` of every field belongs to map ``i``."""
+
+    confidence: ConfidenceScores  # (N,) fields
+    curves: InsertionDeletion | None  # (N, S) curves; None when steps = 0
+
+
+@torch.inference_mode()
+def score_maps(
+    logits_fn: LogitsFn,
+    images: Tensor,
+    saliency: Tensor,
+    target: Union[Tensor, int],
+    image_index: Union[Tensor, Sequence[int], None] = None,
+    steps: int = 41,
+    batch_size: int | None = None,
+    progress: ProgressFn | None = None,
+) -> MapScores:
+    """IC / AD / ADD terms (Eqs. 10-13) and insertion / deletion curves (Sec. 4.3.2) of N maps.
+
+    Map ``i`` is ``saliency[i]`` of the image ``images[image_index[i]]`` scored for the class
+    ``target[i]``; several maps (e.g. of several methods) may share an image. Every value is
+    defined exactly as by :func:`confidence_scores` and :func:`insertion_deletion` (same ``δ``
+    grid, pixel counts, tie order, black removed pixels), but each distinct derived image goes
+    through the network once:
+
+    * ``x``: once per image, however many maps it has; it gives ``Y`` and the curve points
+      where all pixels are kept (``ins(1) = del(0) = p_c(1 ∘ x) = p_c(x)``);
+    * the black image ``0``: once for all images (``0 ∘ x = 0``); it gives the points where no
+      pixel is kept (``ins(0) = del(1) = p_c(0)``);
+    * per map: ``e``, ``e_inv`` and one insertion and one deletion image per distinct pixel
+      count strictly between 0 and H·W: ``2 + 2 (S - 2)`` images for the paper's grid on
+      224 × 224 (S = 41: 80), against ``3 + 2 S = 85`` for the two functions above.
+
+    The images are built chunk by chunk (``batch_size``, default the device's fastest), in
+    tensor operations only. Values differ from the per-map functions only by float rounding,
+    because an image may share its network call with other images than there (see
+    ``tests/test_metrics.py`` for the bound).
+
+    Args:
+        logits_fn: pixel-space images (n, 3, H, W) -> logits (n, n_classes), row-wise.
+        images: (B, 3, H, W) in [0, 1].
+        saliency: (N, H, W) (or (N, 1, H, W)) ``s(u(L))`` in [0, 1].
+        target: (N,) class indices (or one int for all maps).
+        image_index: (N,) index into ``images`` per map; default ``arange(B)`` (needs N = B).
+        steps: thresholds of the insertion / deletion grid (>= 2), or 0 for no curves.
+        batch_size: most images per ``logits_fn`` call.
+        progress: optional callback receiving the fraction done in (0, 1].
+
+    Returns:
+        :class:`MapScores` ``(confidence, curves)`` with float32 (N,) and (N, S) tensors.
+    """
+    images = _check_images(images)
+    n_images, _, height, width = images.shape
+    device = images.device
+    sal = _check_saliency(saliency)
+    if tuple(sal.shape[1:]) != (height, width):
+        raise ValueError(f"saliency maps are {tuple(sal.shape[1:])}, the images {(height, width)}")
+    sal = sal.to(device=device, dtype=images.dtype)
+    n_maps = sal.shape[0]
+    index = torch.arange(n_images) if image_index is None else torch.as_tensor(image_index)
+    index = index.to(device=device, dtype=torch.long).reshape(-1)
+    if index.numel() != n_maps:
+        raise ValueError(f"image_index has {index.numel()} entries for {n_maps} maps")
+    if int(index.min()) < 0 or int(index.max()) >= n_images:
+        raise ValueError(f"image_index must lie in 0..{n_images - 1}")
+    tgt = _check_target(target, n_maps, device)
+    batch_size = _check_batch_size(batch_size, device)
+    steps = int(steps)
+    if steps == 1 or steps < 0:
+        raise ValueError(f"steps must be 0 (no curves) or >= 2, got {steps}")
+
+    n_pixels = height * width
+    if steps:
+        deltas, counts = _step_grid(steps, n_pixels, device)
+        distinct, position = torch.unique(counts, return_inverse=True)  # ascending; distinct[0] = 0
+        interior = distinct[(distinct > 0) & (distinct < n_pixels)]
+        ranks = _pixel_ranks(sal)  # (N, H*W)
+    else:
+        interior = torch.zeros(0, dtype=torch.long, device=device)
+    per_map = 2 + 2 * interior.numel()  # e, e_inv, then (ins, del) per interior count
+    n_shared = n_images + 1
+    total = n_shared + per_map * n_maps
+
+    def report(done: float) -> None:
+        if progress is not None:
+            progress(done / total)
+
+    # x of every image, then the black image: all classes' probabilities, (B + 1, n_classes)
+    shared = torch.cat([images, torch.zeros_like(images[:1])])
+    shared_probs = []
+    for start in range(0, n_shared, batch_size):
+        shared_probs.append(_class_probs(logits_fn, shared[start:start + batch_size], device))
+        report(min(start + batch_size, n_shared))
+    shared_probs = torch.cat(shared_probs)
+    _check_target_range(tgt, shared_probs.shape[1])
+
+    # flat item j -> map m = j // per_map, slot r = j % per_map:
+    # r = 0: e, r = 1: e_inv, r = 2 + 2u: insertion at interior[u], r = 3 + 2u: deletion there
+    def make_chunk(idx: Tensor) -> tuple[Tensor, Tensor]:
+        m, r = idx // per_map, idx % per_map
+        s = sal[m]
+        factor = torch.where((r == 0)[:, None, None], s, 1.0 - s)
+        if interior.numel():
+            u = (r - 2).clamp_min(0) // 2
+            kept = (ranks[m] < interior[u][:, None]).view(-1, height, width)
+            keep = torch.where((r % 2 == 0)[:, None, None], kept, ~kept).to(images.dtype)
+            factor = torch.where((r >= 2)[:, None, None], keep, factor)
+        return factor[:, None] * images[index[m]], tgt[m]
+
+    probs = _target_probs(logits_fn, make_chunk, per_map * n_maps, device, batch_size,
+                          lambda f: report(n_shared + f * per_map * n_maps)).view(n_maps, per_map)
+    y = shared_probs[index, tgt]
+    black = shared_probs[n_images].gather(0, tgt)
+    confidence = _confidence_terms(y, probs[:, 0].contiguous(), probs[:, 1].contiguous())
+    if not steps:
+        return MapScores(confidence, None)
+
+    # curve value at each δ: column 0 (no pixel kept), 1 (all kept) or 2 + u (interior count u)
+    # (distinct[0] = 0, so interior[u] = distinct[u + 1] sits in column 2 + u)
+    column = torch.where(counts == 0, 0, torch.where(counts == n_pixels, 1, position + 1))
+    ins_table = torch.cat([black[:, None], y[:, None], probs[:, 2::2]], dim=1)
+    del_table = torch.cat([y[:, None], black[:, None], probs[:, 3::2]], dim=1)
+    ins_curve, del_curve = ins_table[:, column], del_table[:, column]
+    curves = InsertionDeletion(deltas, ins_curve, del_curve, auc(deltas, ins_curve), auc(deltas, del_curve))
+    return MapScores(confidence, curves)
 
 
 # --------------------------------------------------------------------------- #

@@ -29,10 +29,10 @@ from camlib.metrics import (
     explanation_images,
     insertion_deletion,
     scale_boxes,
+    score_maps,
     summarize,
     top_fraction_mask,
 )
-from camlib.metrics import _t_abs_cdf, _t_quantile
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 TOL = dict(rtol=1e-5, atol=1e-6)
@@ -283,6 +283,99 @@ def test_insertion_deletion_batched_equals_single_and_progress():
     assert_no_nan(*batched)
 
 
+# --------------------------------------------------------------------------- #
+# score_maps: the suite of many maps, each derived image evaluated once
+# --------------------------------------------------------------------------- #
+class RowCounter:
+    """Wraps a model and counts the images it is given."""
+
+    def __init__(self, model):
+        self.model, self.rows = model, 0
+
+    def __call__(self, x):
+        self.rows += x.shape[0]
+        return self.model(x)
+
+
+def rowwise_linear(weight: torch.Tensor):
+    """logits = x · W per row as an elementwise product and a sum over the last dim: every row is
+    reduced alone, in the same order whatever the batch, so batch composition cannot change it."""
+    return lambda x: (x.flatten(1)[:, None, :] * weight[None]).sum(-1)
+
+
+def test_score_maps_equals_confidence_scores_and_insertion_deletion():
+    gen = torch.Generator().manual_seed(3)
+    model = rowwise_linear(0.2 * torch.randn(5, 3 * 6 * 6, generator=gen))
+    x = torch.rand(3, 3, 6, 6, generator=gen)
+    s = torch.rand(5, 6, 6, generator=gen)
+    s[4] = 0.0  # a constant map: e = 0 (black), e_inv = x, row-major insertion order
+    index = torch.tensor([0, 1, 2, 0, 1])  # two methods' maps share images 0 and 1
+    target = torch.tensor([0, 3, 4, 2, 1])
+    seen = []
+    got = score_maps(model, x, s, target, index, steps=41, batch_size=7, progress=seen.append)
+    conf = confidence_scores(model, x[index], s, target, batch_size=64)
+    curves = insertion_deletion(model, x[index], s, target, steps=41, batch_size=64)
+    # Same definitions; the model reduces each row alone, so only float32 rounding of the softmax
+    # over differently sized chunks may differ: a few ulp of probabilities <= 1 (rtol 1e-6).
+    for name in ("Y", "O", "D", "ic", "ad", "add"):
+        torch.testing.assert_close(getattr(got.confidence, name), getattr(conf, name), rtol=1e-6, atol=1e-7)
+    for a, b in zip(got.curves, curves):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert got.confidence.D[4] == pytest.approx(got.confidence.Y[4].item(), rel=1e-6)  # e_inv = x
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+    # default image_index = arange(B): one map per image
+    single = score_maps(model, x, s[:3], target[:3], steps=0)
+    assert single.curves is None
+    torch.testing.assert_close(single.confidence.O, conf.O[:3], rtol=1e-6, atol=1e-7)
+
+
+def test_score_maps_hand_values_and_network_images():
+    """count_model on ones: ins(d) = (1 + k_d) / 18, del(d) = (17 - k_d) / 18, Y = 17/18 (T = 16),
+    e of s = 0.5 everywhere: T = 8, O = 9/18; e_inv the same."""
+    counter = RowCounter(count_model)
+    s = torch.stack([torch.rand(4, 4, generator=torch.Generator().manual_seed(0)), torch.full((4, 4), 0.5),
+                     torch.zeros(4, 4)])
+    got = score_maps(counter, ones(2), s, 0, image_index=[0, 0, 1], steps=41, batch_size=5)
+    k = [math.floor(16 * i / 40 + 0.5) for i in range(41)]
+    for m in range(3):
+        torch.testing.assert_close(got.curves.ins_curve[m], torch.tensor([(1 + kk) / 18 for kk in k]), **TOL)
+        torch.testing.assert_close(got.curves.del_curve[m], torch.tensor([(17 - kk) / 18 for kk in k]), **TOL)
+    torch.testing.assert_close(got.confidence.Y, torch.full((3,), 17 / 18), **TOL)
+    assert got.confidence.O[1].item() == pytest.approx(9 / 18) and got.confidence.D[1].item() == pytest.approx(9 / 18)
+    assert got.confidence.O[2].item() == pytest.approx(1 / 18) and got.confidence.D[2].item() == pytest.approx(17 / 18)
+    # images through the network: x of 2 images + the black image, then per map e, e_inv and one
+    # insertion and one deletion image per distinct count strictly inside (0, 16): k = 1 .. 15
+    assert sorted(set(k) - {0, 16}) == list(range(1, 16))
+    assert counter.rows == 2 + 1 + 3 * (2 + 2 * 15)
+
+
+def test_score_maps_paper_grid_cost():
+    """224 x 224, 41 steps: 80 images per map (85 with the per-map functions) + x per image + black."""
+    counter = RowCounter(lambda x: torch.stack([x.mean(dim=(1, 2, 3)), -x.mean(dim=(1, 2, 3))], dim=1))
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    s = torch.rand(2, 224, 224, generator=torch.Generator().manual_seed(1))
+    score_maps(counter, x, s, 0, image_index=[0, 0], steps=41, batch_size=64)
+    assert counter.rows == 1 + 1 + 2 * 80
+    counter.rows = 0
+    confidence_scores(counter, x, s[:1], 0)
+    insertion_deletion(counter, x, s[:1], 0)
+    assert counter.rows == 3 + 2 * 41
+
+
+def test_score_maps_rejects_bad_input():
+    s = torch.rand(2, 4, 4)
+    with pytest.raises(ValueError, match="image_index"):
+        score_maps(count_model, ones(1), s, 0, image_index=[0, 1])
+    with pytest.raises(ValueError, match="image_index"):
+        score_maps(count_model, ones(2), s, 0, image_index=[0])
+    with pytest.raises(ValueError, match="saliency maps are"):
+        score_maps(count_model, ones(2), torch.rand(2, 3, 3), 0)
+    with pytest.raises(ValueError, match="steps"):
+        score_maps(count_model, ones(2), s, 0, steps=1)
+    with pytest.raises(ValueError, match="out of range"):
+        score_maps(count_model, ones(2), s, 7)
+
+
 def test_auc_known_curves():
     d = torch.linspace(0, 1, 41)
     assert auc(d, d).item() == pytest.approx(0.5, abs=1e-6)
@@ -391,22 +484,37 @@ def test_cosine_similarity(device):
 # --------------------------------------------------------------------------- #
 # aggregation
 # --------------------------------------------------------------------------- #
-def test_t_quantiles_match_tables():
-    table = {1: 12.7062047362, 2: 4.3026527297, 4: 2.7764451052, 10: 2.2281388520, 30: 2.0422724563, 1000: 1.9623390808}
+def _t_of_summary(n: int, confidence: float = 0.95) -> float:
+    """The t quantile summarize() used for n values: its interval's half-width over the sem (one 1
+    and n - 1 zeros; the sem recomputed in float64, so the ratio is the quantile to ~1e-15)."""
+    values = torch.zeros(n, dtype=torch.float64)
+    values[0] = 1.0
+    got = summarize(values, scale=1.0, confidence=confidence)
+    sem = float(values.std(correction=1)) / math.sqrt(n)
+    return (got.ci_high - got.ci_low) / 2 / sem
+
+
+# t_{p, df} of the quantile code camlib had before scipy (closed-form CDF + bisection for df <= 1000,
+# Cornish-Fisher beyond), printed with repr: scipy.stats.t.ppf must reproduce them to 1e-12.
+PREVIOUS_T = {
+    0.975: {1: 12.70620473617472, 2: 4.302652729749468, 4: 2.7764451051977734, 9: 2.2621571627981822,
+            10: 2.228138851986225, 30: 2.0422724563012764, 1000: 1.9623390808265129, 1001: 1.9623367052808784,
+            5000: 1.9604385517065073},
+    0.995: {1: 63.65674116287262, 4: 4.604094871349847, 29: 2.7563859036706235, 100: 2.6258905214380897},
+}
+
+
+def test_t_quantiles_match_tables_and_the_previous_implementation():
+    # 10-digit values of published t tables (two-sided 95 %)
+    table = {1: 12.7062047362, 2: 4.3026527297, 4: 2.7764451052, 9: 2.2621571628, 10: 2.2281388520,
+             30: 2.0422724563, 1000: 1.9623390808}
     for df, q in table.items():
-        assert _t_quantile(0.975, df) == pytest.approx(q, abs=1e-9)
-    # above df = 1000 the Cornish-Fisher expansion takes over; it agrees with the exact CDF
-    exact_at_1001 = _bisect_t(0.95, 1001)
-    assert _t_quantile(0.975, 1001) == pytest.approx(exact_at_1001, abs=1e-10)
-    assert _t_quantile(0.975, 10**6) == pytest.approx(1.959963984540054, abs=1e-5)
-
-
-def _bisect_t(level: float, df: int) -> float:
-    lo, hi = 0.0, 10.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_abs_cdf(mid, df) < level else (lo, mid)
-    return lo
+        assert _t_of_summary(df + 1) == pytest.approx(q, abs=1e-9)
+    for p_upper, values in PREVIOUS_T.items():
+        for df, q in values.items():
+            assert _t_of_summary(df + 1, confidence=2 * p_upper - 1) == pytest.approx(q, rel=1e-12)
+    # a large sample: the t quantile tends to the normal one (t_{0.975, 5000} = 1.96044 > z = 1.95996)
+    assert 1.959963984540054 < _t_of_summary(5001) < 1.9605
 
 
 def test_summarize_t_interval():

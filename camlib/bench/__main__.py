@@ -15,6 +15,8 @@ COMMANDS = {
     "shap-table1": ("camlib.bench.shap", "main_table1",
                     "IC/AD/ADD of SHAP-CAM_1/10/100 averaged over seeds (Table 1)"),
     "speed": ("camlib.bench.speed", "main", "timing of the methods"),
+    "metric-speed": ("camlib.bench.metric_speed", "main",
+                     "the metric suite's throughput, before/after batching and against torchcam and Quantus"),
     "vqa": ("camlib.bench.vqa", "main",
             "VQA: IC/AD/ADD with the question fixed, pointing game on exact evidence, cosine to SHAP-CAM (Table 6)"),
     "device-check": ("camlib.bench.device_check", "main", "every method on an accelerator against the CPU"),

@@ -8,11 +8,19 @@ Target class: the ground-truth ``class_index`` of the index file by default (the
 "the target class c" of each image), ``--target predicted`` for the model's top-1 class. The
 pointing game always uses the ground-truth boxes (the only boxes there are).
 
-One CSV row per (image, method): image, method, target, predicted, Y, O, D, ic, ad, add, ins_auc,
-del_auc, pointing, seconds. ``seconds`` is the method's share of its batched ``explain`` call
-(coefficients + map, not the metrics), i.e. the call's time divided by the number of images in it.
+One CSV row per (image, method): image, method, target, predicted, constant, Y, O, D, ic, ad, add,
+ins_auc, del_auc, pointing, seconds. ``constant`` is 1 when the method's map ReLU(Σ α_k A_k) was
+constant (``Explanation.constant``: its saliency is all zero, so it is scored as a black explanation
+image, see docs/METRICS.md); empty in rows of a CSV written before the column existed (unknown).
+``seconds`` is the method's share of its batched ``explain`` call (coefficients + map, not the
+metrics), i.e. the call's time divided by the number of images in it.
+
+The maps of all methods of a batch of images are scored together (:func:`camlib.metrics.score_maps`):
+x once per image, every derived image once, ``--metrics-batch`` images per network call.
+
 The Markdown table holds each method's mean with a 95 % confidence interval (Wilson for IC,
-Student t for the others).
+Student t for the others) and its number of constant maps; the table and the paired differences
+to LIFT-CAM are repeated over the images on which every method's map is non-constant.
 """
 
 from __future__ import annotations
@@ -22,14 +30,19 @@ import math
 import sys
 from typing import Sequence
 
+import torch
+
 from camlib.bench import common
 from camlib.bench.data import load_batch
-from camlib.bench.report import bold_best, fmt_summary, markdown_table, summary_or_none
+from camlib.bench.report import (bold_best, constant_cell, fmt_summary, markdown_table, nonconstant_items,
+                                 nonconstant_note, summary_or_none)
 
 NAME = "faithfulness"
-FIELDS = ("image", "method", "target", "predicted", "Y", "O", "D", "ic", "ad", "add", "ins_auc", "del_auc",
-          "pointing", "seconds")
+FIELDS = ("image", "method", "target", "predicted", "constant", "Y", "O", "D", "ic", "ad", "add", "ins_auc",
+          "del_auc", "pointing", "seconds")
 KEY = ("image", "method")
+#: Columns added after the first version; a CSV without them still resumes (values unknown).
+OPTIONAL = ("constant",)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -71,7 +84,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     config = {"steps": args.steps}
     if any(key == "shapcam" for _, key in methods):
         config.update(permutations=args.permutations, shap_seed=args.shap_seed)
-    r = common.start(args, NAME, FIELDS, KEY, config)
+    r = common.start(args, NAME, FIELDS, KEY, config, optional=OPTIONAL)
     r.config["argv"] = list(argv) if argv is not None else sys.argv[1:]
     for label, key in methods:
         if key == "cam" and not r.layer.linear_tail:
@@ -87,6 +100,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
         with r.progress_bar(len(todo), NAME) as bar:
             for batch in common.batches(pending, r.args.batch_size):
                 images, boxes = load_batch(args.data, batch, r.model.input_size)
+                explained = []
                 for label, key in methods:
                     idx = [i for i, rec in enumerate(batch) if (rec.file, label) not in r.done]
                     if not idx:
@@ -95,35 +109,49 @@ def run(argv: Sequence[str] | None = None) -> dict:
                     options = {"permutations": args.permutations, "seed": args.shap_seed} if key == "shapcam" else {}
                     exp = camlib.explain(r.model, images[idx], key, layer=r.layer.name, target=r.targets(sub),
                                          batch_size=args.chunk_size, **options)
-                    rows = score(metrics, logits_fn, exp, [boxes[i] for i in idx], args.steps, args.chunk_size)
-                    for rec, row in zip(sub, rows):
-                        row.update(image=rec.file, method=label, seconds=exp.seconds / len(sub))
-                    r.store.append(rows)
-                    computed += len(rows)
-                    bar.update(len(rows))
+                    explained.append((label, idx, exp))
+                rows = score(metrics, logits_fn, images, boxes, explained, args.steps, r.metrics_batch)
+                for row in rows:
+                    row["image"] = batch[row.pop("index")].file
+                r.store.append(rows)
+                computed += len(rows)
+                bar.update(len(rows))
     finally:
         r.store.close()
     text = common.finish(r, markdown)
     return {"computed": computed, "skipped": skipped, "markdown": text}
 
 
-def score(metrics, logits_fn, exp, boxes, steps: int, chunk: int) -> list[dict]:
-    """The per-image metric values of a batched explanation."""
-    images, saliency, target = exp.image, exp.saliency, exp.target
-    conf = metrics.confidence_scores(logits_fn, images, saliency, target, batch_size=chunk)
-    if steps:
-        curves = metrics.insertion_deletion(logits_fn, images, saliency, target, steps=steps, batch_size=chunk)
-        ins, dele = curves.ins_auc.tolist(), curves.del_auc.tolist()
+def score(metrics, logits_fn, images, boxes, explained, steps: int, batch_size: int) -> list[dict]:
+    """The metric rows of one batch of images, all methods scored together.
+
+    ``explained``: per method, ``(label, indices of its images in the batch, the batched
+    Explanation of those images)``. Returns one row per map with ``index`` (of its image in the
+    batch), ``method``, ``seconds`` and the metric values.
+    """
+    index = [i for _, idx, _ in explained for i in idx]
+    if not index:
+        return []
+    saliency = torch.cat([exp.saliency for _, _, exp in explained])
+    target = torch.cat([exp.target for _, _, exp in explained])
+    result = metrics.score_maps(logits_fn, images.to(saliency.device), saliency, target, index, steps=steps,
+                                batch_size=batch_size)
+    conf = result.confidence
+    if result.curves is not None:
+        ins, dele = result.curves.ins_auc.tolist(), result.curves.del_auc.tolist()
     else:
-        ins = dele = [math.nan] * images.shape[0]
-    pointing = metrics.energy_pointing_game(saliency, boxes).tolist()
-    predicted = exp.logits.argmax(dim=1).tolist()
-    rows = []
-    for i in range(images.shape[0]):
-        rows.append({"target": int(target[i]), "predicted": int(predicted[i]),
-                     "Y": float(conf.Y[i]), "O": float(conf.O[i]), "D": float(conf.D[i]),
-                     "ic": float(conf.ic[i]), "ad": float(conf.ad[i]), "add": float(conf.add[i]),
-                     "ins_auc": float(ins[i]), "del_auc": float(dele[i]), "pointing": float(pointing[i])})
+        ins = dele = [math.nan] * len(index)
+    pointing = metrics.energy_pointing_game(saliency, [boxes[i] for i in index]).tolist()
+    rows, j = [], 0
+    for label, idx, exp in explained:
+        predicted = exp.logits.argmax(dim=1).tolist()
+        for k, i in enumerate(idx):
+            rows.append({"index": i, "method": label, "target": int(target[j]), "predicted": int(predicted[k]),
+                         "constant": int(exp.constant[k]), "Y": float(conf.Y[j]), "O": float(conf.O[j]),
+                         "D": float(conf.D[j]), "ic": float(conf.ic[j]), "ad": float(conf.ad[j]),
+                         "add": float(conf.add[j]), "ins_auc": float(ins[j]), "del_auc": float(dele[j]),
+                         "pointing": float(pointing[j]), "seconds": exp.seconds / len(idx)})
+            j += 1
     return rows
 
 
@@ -140,13 +168,13 @@ def table(rows: list[dict], labels: Sequence[str], columns=COLUMNS, unit: str = 
     """Markdown table of means [95 % CI] per method (rows: CSV dicts; ``columns`` as :data:`COLUMNS`;
     NaN values, e.g. a pointing game without a mask, are left out of their column's mean; ``unit``
     names the item in the time column, "s / image")."""
-    headers = ["Method", "N", *[c[0] for c in columns], f"s / {unit}"]
+    headers = ["Method", "N", "const.", *[c[0] for c in columns], f"s / {unit}"]
     cells, means = [], {c[1]: [] for c in columns}
     for label in labels:
         mine = [row for row in rows if row["method"] == label]
         if not mine:
             continue
-        line = [common.method_title(label), str(len(mine))]
+        line = [common.method_title(label), str(len(mine)), constant_cell(mine)]
         for _, field, scale, digits, interval, _ in columns:
             s = summary_or_none([float(row[field]) for row in mine], scale, interval)
             line.append("—" if s is None else fmt_summary(s, digits))
@@ -155,7 +183,7 @@ def table(rows: list[dict], labels: Sequence[str], columns=COLUMNS, unit: str = 
         line.append(f"{seconds:.3g}")
         cells.append(line)
     for j, (_, field, _, digits, _, higher) in enumerate(columns):
-        bold_best(cells, means[field], 2 + j, higher, digits)
+        bold_best(cells, means[field], 3 + j, higher, digits)
     return markdown_table(headers, cells)
 
 
@@ -172,7 +200,9 @@ def paired_table(rows: list[dict], labels: Sequence[str], reference: str, column
         images = sorted({img for img, m in by_key if m == label} & {img for img, m in by_key if m == reference})
         if len(images) < 2:
             continue
-        line = [f"{common.method_title(label)} − {common.method_title(reference)}", str(len(images))]
+        line = [f"{common.method_title(label)} − {common.method_title(reference)}", str(len(images)),
+                f"{constant_cell([by_key[(i, label)] for i in images])}, "
+                f"{constant_cell([by_key[(i, reference)] for i in images])}"]
         for _, field, scale, digits, _, _ in columns:
             diffs = [float(by_key[(i, label)][field]) - float(by_key[(i, reference)][field]) for i in images]
             s = summary_or_none(diffs, scale, "t")
@@ -180,7 +210,7 @@ def paired_table(rows: list[dict], labels: Sequence[str], reference: str, column
         cells.append(line)
     if not cells:
         return None
-    return markdown_table(["Difference", "N", *[c[0] for c in columns]], cells)
+    return markdown_table(["Difference", "N", "const.", *[c[0] for c in columns]], cells)
 
 
 def markdown(r, rows: list[dict]) -> str:
@@ -196,14 +226,40 @@ def markdown(r, rows: list[dict]) -> str:
              table(rows, labels), "",
              "Mean [95 % confidence interval] over images (Wilson interval for IC, Student t otherwise). "
              "Higher is better for IC, ADD, insertion AUC and pointing; lower for AD and deletion AUC; "
-             "the best mean of each column is bold. `s / image`: the method's share of its batched explain "
-             "call (coefficients + map), not the metrics.", ""]
-    if "liftcam" in labels:
-        paired = paired_table(rows, labels, "liftcam")
-        if paired:
-            lines += ["Paired differences to LIFT-CAM on the same images (mean [95 % t interval]; an interval "
-                      "excluding 0 is a difference this sample resolves):", "", paired, ""]
+             "the best mean of each column is bold. `const.`: maps that were constant (ReLU(Σ α_k A_k) "
+             "constant, saliency all zero), scored as black explanation images (docs/METRICS.md). "
+             "`s / image`: the method's share of its batched explain call (coefficients + map), not the "
+             "metrics.", ""]
+    lines += paired_section(rows, labels)
+    lines += nonconstant_section(rows, labels, n_images)
     return "\n".join(lines)
+
+
+def paired_section(rows: list[dict], labels: Sequence[str], columns=COLUMNS, item: str = "image") -> list[str]:
+    """The paired differences to LIFT-CAM (when it is among the methods) as Markdown lines."""
+    paired = paired_table(rows, labels, "liftcam", columns, item=item) if "liftcam" in labels else None
+    if not paired:
+        return []
+    return [f"Paired differences to LIFT-CAM on the same {item.split('_')[0]}s (mean [95 % t interval]; an "
+            "interval excluding 0 is a difference this sample resolves; `const.`: constant maps of the method, "
+            "then of LIFT-CAM):", "", paired, ""]
+
+
+def nonconstant_section(rows: list[dict], labels: Sequence[str], n_items: int, columns=COLUMNS,
+                        item: str = "image", unit: str = "image") -> list[str]:
+    """The means and paired differences again, over the items on which every method's map is
+    non-constant (or one sentence when no map is constant)."""
+    noun = item.split("_")[0]
+    keep, n_constant, n_unknown = nonconstant_items(rows, item)
+    if not n_constant and not n_unknown:
+        return [f"No map is constant: the tables above are also those over the {noun}s on which every "
+                "method's map is non-constant.", ""]
+    lines = [nonconstant_note(len(keep), n_items, n_constant, n_unknown, noun=f"{noun}s"), ""]
+    sub = [row for row in rows if row[item] in keep]
+    if not sub:
+        return lines + [f"(no such {noun})", ""]
+    lines += [table(sub, labels, columns, unit=unit), ""]
+    return lines + paired_section(sub, labels, columns, item)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

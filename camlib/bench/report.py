@@ -37,13 +37,19 @@ class RowStore:
     In a single-process run rows are appended to ``{name}.csv`` directly; in a distributed run
     rank r appends to ``{name}.rows.rank{r}.csv`` and :meth:`merge` (rank 0, after a barrier)
     folds the part files into ``{name}.csv``.
+
+    ``optional``: columns added after the command's first version (``constant``). A file written
+    before them still loads: its rows hold ``""`` there, which the reports show as unknown, never
+    as a value; appending to such a file first rewrites it with the current columns.
     """
 
-    def __init__(self, out: str | os.PathLike, name: str, fields: Sequence[str], key: Sequence[str]):
+    def __init__(self, out: str | os.PathLike, name: str, fields: Sequence[str], key: Sequence[str],
+                 optional: Sequence[str] = ()):
         self.out = pathlib.Path(out)
         self.name = name
         self.fields = list(fields)
         self.key = list(key)
+        self.optional = [f for f in optional if f in self.fields]
         self.path = self.out / f"{name}.csv"
         self._handle = None
         self._part: pathlib.Path | None = None
@@ -68,10 +74,24 @@ class RowStore:
         reader = csv.DictReader(io.StringIO(text))
         if reader.fieldnames is None:
             return []
-        if list(reader.fieldnames) != self.fields:
-            raise ValueError(f"{path} has the columns {reader.fieldnames}, expected {self.fields}: "
+        header = list(reader.fieldnames)
+        missing = [f for f in self.fields if f not in header]
+        if header != [f for f in self.fields if f in header] or any(f not in self.optional for f in missing):
+            raise ValueError(f"{path} has the columns {header}, expected {self.fields}: "
                              f"it was written by another command or version; use another --out")
-        return [row for row in reader if None not in row.values() and None not in row]
+        rows = [row for row in reader if None not in row.values() and None not in row]
+        for row in rows:
+            row.update({f: "" for f in missing})  # unknown: the file predates the column
+        return rows
+
+    def _upgrade(self, path: pathlib.Path) -> None:
+        """Rewrite a file that lacks optional columns with the current columns (before appending)."""
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), None)
+        if header is None or header == self.fields:
+            return
+        rows = self.read_file(path)
+        self._write(path, rows)
 
     def read_all(self) -> list[dict]:
         """All rows (main CSV first, then part files), deduplicated by key, sorted by key."""
@@ -91,6 +111,8 @@ class RowStore:
         self.out.mkdir(parents=True, exist_ok=True)
         self._part = self.out / f"{self.name}.rows.rank{rank}.csv" if distributed else self.path
         _truncate_partial_line(self._part)
+        if self._part.is_file():
+            self._upgrade(self._part)
         new = not self._part.is_file() or self._part.stat().st_size == 0
         self._handle = open(self._part, "a", newline="", encoding="utf-8")
         if new:
@@ -116,7 +138,14 @@ class RowStore:
         """Rewrite ``{name}.csv`` with all rows (sorted, deduplicated); delete the part files."""
         self.close()
         rows = self.read_all()
-        tmp = self.path.with_suffix(".csv.tmp")
+        self._write(self.path, rows)
+        for part in self.part_files():
+            part.unlink()
+        return rows
+
+    def _write(self, path: pathlib.Path, rows: Sequence[Mapping]) -> None:
+        """Replace ``path`` atomically by ``rows`` (values as read: text) under the current columns."""
+        tmp = path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(self.fields)
@@ -124,10 +153,7 @@ class RowStore:
                 writer.writerow([row[f] for f in self.fields])
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        for part in self.part_files():
-            part.unlink()
-        return rows
+        os.replace(tmp, path)
 
 
 def _truncate_partial_line(path: pathlib.Path) -> None:
@@ -204,3 +230,51 @@ def summary_or_none(values: Sequence[float], scale: float, method: str = "t") ->
     if not values:
         return None
     return summarize(values, scale, method=method)
+
+
+# -- constant maps -----------------------------------------------------------------------------------
+
+
+def constant_flag(row: Mapping) -> bool | None:
+    """A row's ``constant`` column: whether ReLU(Σ α_k A_k) was constant (saliency all zero);
+    None when unknown (the row comes from a CSV written before the column existed)."""
+    value = str(row.get("constant", "")).strip()
+    return None if value == "" else bool(int(float(value)))
+
+
+def constant_cell(rows: Sequence[Mapping]) -> str:
+    """``k/N``: k constant maps among the N rows; ``k/N (u unknown)`` when u rows lack the flag."""
+    flags = [constant_flag(r) for r in rows]
+    text = f"{sum(1 for f in flags if f)}/{len(flags)}"
+    unknown = sum(1 for f in flags if f is None)
+    return f"{text} ({unknown} unknown)" if unknown else text
+
+
+def nonconstant_items(rows: Sequence[Mapping], item: str = "image") -> tuple[set, int, int]:
+    """The items (images, questions) on which every method of ``rows`` produced a known
+    non-constant map, with the numbers of items left out for a constant map and for an unknown
+    flag (or a missing row). Returns ``(items, n_constant, n_unknown)``."""
+    methods = {r["method"] for r in rows}
+    by_item: dict[str, dict] = {}
+    for r in rows:
+        by_item.setdefault(r[item], {}).setdefault(r["method"], []).append(constant_flag(r))
+    keep, constant, unknown = set(), 0, 0
+    for key, flags in by_item.items():
+        values = [f for m in methods for f in flags.get(m, [None])]
+        if any(values):
+            constant += 1
+        elif any(f is None for f in values):
+            unknown += 1
+        else:
+            keep.add(key)
+    return keep, constant, unknown
+
+
+def nonconstant_note(n_kept: int, n_items: int, n_constant: int, n_unknown: int, noun: str = "images",
+                     who: str = "every method") -> str:
+    """One sentence introducing the tables over the non-constant subset."""
+    left = [f"{n_constant} with a constant map of some method"]
+    if n_unknown:
+        left.append(f"{n_unknown} with an unknown flag (a row from a CSV without the column) or a missing row")
+    return (f"Over the {n_kept} of {n_items} {noun} on which {who} produced a non-constant map "
+            f"(left out: {', '.join(left)}):")

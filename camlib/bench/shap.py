@@ -37,7 +37,8 @@ import torch
 
 from camlib.bench import common
 from camlib.bench.data import load_batch
-from camlib.bench.report import bold_best, fmt_summary, markdown_table, summary_or_none
+from camlib.bench.report import (bold_best, constant_cell, fmt_summary, markdown_table, nonconstant_items,
+                                 nonconstant_note, summary_or_none)
 
 LINEAR_WARNING = ("the tail after layer {layer} is linear: every ordering gives the same marginal contributions, "
                   "so SHAP-CAM with any |Π| is exact and LIFT-CAM equals it; choose a layer with a nonlinear "
@@ -58,8 +59,10 @@ def _linear_warning(r) -> str | None:
 # ================================================================================================
 
 AGREEMENT = "shap_agreement"
-AGREEMENT_FIELDS = ("image", "method", "target", "cosine", "seconds", "reference_seconds")
+AGREEMENT_FIELDS = ("image", "method", "target", "constant", "cosine", "seconds", "reference_seconds")
 AGREEMENT_KEY = ("image", "method")
+#: Columns added after the first version; a CSV without them still resumes (values unknown).
+OPTIONAL = ("constant",)
 
 
 def agreement_parser() -> argparse.ArgumentParser:
@@ -134,13 +137,15 @@ def agreement_labels(args) -> list[tuple[str, str]]:
 def run_agreement(argv: Sequence[str] | None = None) -> dict:
     import camlib
     from camlib import metrics
+    from camlib.cam import saliency_maps
 
     args = agreement_parser().parse_args(argv)
     if args.permutations < 1:
         raise ValueError("--permutations must be at least 1")
     labels = agreement_labels(args)
     config = {"permutations": args.permutations, "shap_seed": args.shap_seed}
-    r = common.start(args, AGREEMENT, AGREEMENT_FIELDS, AGREEMENT_KEY, config, prefer_nonlinear=True)
+    r = common.start(args, AGREEMENT, AGREEMENT_FIELDS, AGREEMENT_KEY, config, prefer_nonlinear=True,
+                     optional=OPTIONAL)
     r.config["argv"] = list(argv) if argv is not None else sys.argv[1:]
     warning = _linear_warning(r)
     for label, key in labels:
@@ -174,19 +179,23 @@ def run_agreement(argv: Sequence[str] | None = None) -> dict:
                         exp = camlib.explain(r.model, images[idx], "shapcam", layer=r.layer.name, target=target,
                                              batch_size=args.chunk_size, permutations=compare[-1],
                                              seed=args.shap_seed + 1)
-                        running = exp.info["running"].cpu()
+                        running = exp.info["running"]
                         rows = []
                         for p in compare:
-                            cos = metrics.cosine_similarity(running[p - 1], ref).tolist()
+                            cos = metrics.cosine_similarity(running[p - 1].cpu(), ref).tolist()
+                            constant = saliency_maps(running[p - 1], exp.activations,
+                                                     tuple(exp.image.shape[-2:]))[2].tolist()
                             rows += [{"image": rec.file, "method": f"shapcam_{p}", "target": target[j],
-                                      "cosine": float(cos[j]), "seconds": exp.seconds / len(sub) * p / compare[-1],
+                                      "constant": int(constant[j]), "cosine": float(cos[j]),
+                                      "seconds": exp.seconds / len(sub) * p / compare[-1],
                                       "reference_seconds": refs[idx[j]][1]}
                                      for j, rec in enumerate(sub) if (rec.file, f"shapcam_{p}") not in r.done]
                     else:
                         exp = camlib.explain(r.model, images[idx], key, layer=r.layer.name, target=target,
                                              batch_size=args.chunk_size)
                         cos = metrics.cosine_similarity(exp.coefficients.cpu(), ref).tolist()
-                        rows = [{"image": rec.file, "method": label, "target": target[j], "cosine": float(cos[j]),
+                        rows = [{"image": rec.file, "method": label, "target": target[j],
+                                 "constant": int(exp.constant[j]), "cosine": float(cos[j]),
                                  "seconds": exp.seconds / len(sub), "reference_seconds": refs[idx[j]][1]}
                                 for j, rec in enumerate(sub)]
                     r.store.append(rows)
@@ -201,7 +210,7 @@ def run_agreement(argv: Sequence[str] | None = None) -> dict:
 def agreement_markdown(r, rows: list[dict], labels, warning: str | None) -> str:
     rows = common.selected_rows(r, rows)
     n_images = len({row["image"] for row in rows})
-    headers = ["Method", "N", "cosine to SHAP-CAM (mean [95 % CI])", "median", "min", "s / image"]
+    headers = ["Method", "N", "const.", "cosine to SHAP-CAM (mean [95 % CI])", "median", "min", "s / image"]
     cells, means = [], []
     for label, _ in labels:
         mine = [row for row in rows if row["method"] == label]
@@ -209,11 +218,11 @@ def agreement_markdown(r, rows: list[dict], labels, warning: str | None) -> str:
             continue
         values = [float(row["cosine"]) for row in mine]
         s = summary_or_none(values, 1.0, "t")
-        cells.append([common.method_title(label), str(len(mine)), fmt_summary(s, 3),
+        cells.append([common.method_title(label), str(len(mine)), constant_cell(mine), fmt_summary(s, 3),
                       f"{statistics.median(values):.3f}", f"{min(values):.3f}",
                       f"{sum(float(row['seconds']) for row in mine) / len(mine):.3g}"])
         means.append(s.mean if not label.startswith("shapcam_") else math.nan)
-    bold_best(cells, means, 2, True, 3)
+    bold_best(cells, means, 3, True, 3)
     ref_seconds = {row["image"]: float(row["reference_seconds"]) for row in rows}
     tail = "linear" if r.layer.linear_tail else "nonlinear"
     target = "ground-truth class" if r.args.target == "gt" else "predicted class"
@@ -227,7 +236,10 @@ def agreement_markdown(r, rows: list[dict], labels, warning: str | None) -> str:
               "", markdown_table(headers, cells), "",
               "Cosine similarity of the coefficient vectors α (Table 2 of the paper), mean over images with a "
               "Student-t 95 % interval; the best CAM is bold. SHAP-CAM (\\|Π\\|=p) rows use orderings independent "
-              "of the reference's and show how far a p-ordering estimate is from it.", ""]
+              "of the reference's and show how far a p-ordering estimate is from it. `const.`: images on which "
+              "the method's map ReLU(Σ α_k A_k) is constant (all zero). The cosine compares α whatever the "
+              "map, so it is unaffected; the count says how often coefficients near SHAP-CAM's still give no "
+              "visible map.", ""]
     return "\n".join(lines)
 
 
@@ -236,8 +248,8 @@ def agreement_markdown(r, rows: list[dict], labels, warning: str | None) -> str:
 # ================================================================================================
 
 TABLE1 = "shap_table1"
-TABLE1_FIELDS = ("image", "method", "permutations", "seed", "target", "predicted", "Y", "O", "D", "ic", "ad", "add",
-                 "seconds")
+TABLE1_FIELDS = ("image", "method", "permutations", "seed", "target", "predicted", "constant", "Y", "O", "D", "ic",
+                 "ad", "add", "seconds")
 TABLE1_KEY = ("image", "method", "permutations", "seed")
 
 
@@ -268,7 +280,7 @@ def run_table1(argv: Sequence[str] | None = None) -> dict:
         key = common.method_key(name)
         if key != "shapcam" and key not in extra:
             extra.append(key)
-    r = common.start(args, TABLE1, TABLE1_FIELDS, TABLE1_KEY, {}, prefer_nonlinear=True)
+    r = common.start(args, TABLE1, TABLE1_FIELDS, TABLE1_KEY, {}, prefer_nonlinear=True, optional=OPTIONAL)
     r.config["argv"] = list(argv) if argv is not None else sys.argv[1:]
     warning = _linear_warning(r)
     units = [("shapcam", str(p), str(s)) for s in range(args.seeds) for p in perms] + [(m, "0", "0") for m in extra]
@@ -279,50 +291,57 @@ def run_table1(argv: Sequence[str] | None = None) -> dict:
     pending = [rec for rec in r.mine if any((rec.file, *u) not in r.done for u in units)]
     logits_fn = r.logits_fn()
     computed = 0
-
-    def rows_for(sub, exp, saliency, method, p, seed, seconds):
-        conf = metrics.confidence_scores(logits_fn, exp.image, saliency, exp.target, batch_size=args.chunk_size)
-        predicted = exp.logits.argmax(dim=1).tolist()
-        return [{"image": rec.file, "method": method, "permutations": p, "seed": seed, "target": int(exp.target[j]),
-                 "predicted": int(predicted[j]), "Y": float(conf.Y[j]), "O": float(conf.O[j]),
-                 "D": float(conf.D[j]), "ic": float(conf.ic[j]), "ad": float(conf.ad[j]),
-                 "add": float(conf.add[j]), "seconds": seconds} for j, rec in enumerate(sub)]
-
     try:
         with r.progress_bar(len(todo), TABLE1) as bar:
             for batch in common.batches(pending, args.batch_size):
                 images, _ = load_batch(args.data, batch, r.model.input_size)
+                maps = []  # per map: (row without the metric values, its image's index, saliency, target)
                 for seed in range(args.seeds):
                     idx = [i for i, rec in enumerate(batch)
                            if any((rec.file, "shapcam", str(p), str(seed)) not in r.done for p in perms)]
                     if not idx:
                         continue
-                    sub = [batch[i] for i in idx]
-                    exp = camlib.explain(r.model, images[idx], "shapcam", layer=r.layer.name, target=r.targets(sub),
-                                         batch_size=args.chunk_size, permutations=perms[-1], seed=seed)
-                    running = exp.info["running"]
+                    exp = camlib.explain(r.model, images[idx], "shapcam", layer=r.layer.name,
+                                         target=r.targets([batch[i] for i in idx]), batch_size=args.chunk_size,
+                                         permutations=perms[-1], seed=seed)
                     for p in perms:
-                        _, saliency, _ = saliency_maps(running[p - 1], exp.activations, tuple(exp.image.shape[-2:]))
-                        rows = rows_for(sub, exp, saliency, "shapcam", p, seed, exp.seconds / len(sub))
-                        rows = [row for row in rows if (row["image"], "shapcam", str(p), str(seed)) not in r.done]
-                        r.store.append(rows)
-                        computed += len(rows)
-                        bar.update(len(rows))
+                        _, saliency, constant = saliency_maps(exp.info["running"][p - 1], exp.activations,
+                                                              tuple(exp.image.shape[-2:]))
+                        maps += [(_table1_row(batch[i], exp, j, "shapcam", p, seed, constant[j]), i, saliency[j],
+                                  exp.target[j]) for j, i in enumerate(idx)
+                                 if (batch[i].file, "shapcam", str(p), str(seed)) not in r.done]
                 for key in extra:
                     idx = [i for i, rec in enumerate(batch) if (rec.file, key, "0", "0") not in r.done]
                     if not idx:
                         continue
-                    sub = [batch[i] for i in idx]
-                    exp = camlib.explain(r.model, images[idx], key, layer=r.layer.name, target=r.targets(sub),
-                                         batch_size=args.chunk_size)
-                    rows = rows_for(sub, exp, exp.saliency, key, 0, 0, exp.seconds / len(sub))
-                    r.store.append(rows)
-                    computed += len(rows)
-                    bar.update(len(rows))
+                    exp = camlib.explain(r.model, images[idx], key, layer=r.layer.name,
+                                         target=r.targets([batch[i] for i in idx]), batch_size=args.chunk_size)
+                    maps += [(_table1_row(batch[i], exp, j, key, 0, 0, exp.constant[j]), i, exp.saliency[j],
+                              exp.target[j]) for j, i in enumerate(idx)]
+                if not maps:
+                    continue
+                # all maps of the batch in one metrics call: x once per image, e and e_inv per map
+                saliency = torch.stack([m[2] for m in maps])
+                conf = metrics.score_maps(logits_fn, images.to(saliency.device), saliency,
+                                          torch.stack([m[3] for m in maps]), [m[1] for m in maps], steps=0,
+                                          batch_size=r.metrics_batch).confidence
+                rows = [{**row, "Y": float(conf.Y[j]), "O": float(conf.O[j]), "D": float(conf.D[j]),
+                         "ic": float(conf.ic[j]), "ad": float(conf.ad[j]), "add": float(conf.add[j])}
+                        for j, (row, _, _, _) in enumerate(maps)]
+                r.store.append(rows)
+                computed += len(rows)
+                bar.update(len(rows))
     finally:
         r.store.close()
     text = common.finish(r, lambda run, rows: table1_markdown(run, rows, perms, args.seeds, extra, warning))
     return {"computed": computed, "skipped": skipped, "markdown": text}
+
+
+def _table1_row(record, exp, j: int, method: str, p: int, seed: int, constant) -> dict:
+    """The columns of a shap-table1 row known before scoring (map ``j`` of the batched ``exp``)."""
+    return {"image": record.file, "method": method, "permutations": p, "seed": seed,
+            "target": int(exp.target[j]), "predicted": int(exp.logits[j].argmax()), "constant": int(constant),
+            "seconds": exp.seconds / exp.target.shape[0]}
 
 
 def _per_image_mean(rows: list[dict], field: str) -> dict[str, float]:
@@ -338,17 +357,51 @@ METRICS = (("IC (%)", "ic", True), ("AD (%)", "ad", False), ("ADD (%)", "add", T
 def table1_markdown(r, rows: list[dict], perms, seeds: int, extra, warning: str | None) -> str:
     rows = common.selected_rows(r, rows)
     n_images = len({row["image"] for row in rows})
+    tail = "linear" if r.layer.linear_tail else "nonlinear"
+    target = "ground-truth class" if r.args.target == "gt" else "predicted class"
+    lines = [f"# SHAP-CAM faithfulness vs \\|Π\\|: {r.model.title}, layer `{r.layer.name}` ({tail} tail)", ""]
+    if warning:
+        lines += [f"> **{warning}**", ""]
+    lines += [f"`{common.command_line(r.config.get('argv'), TABLE1.replace('_', '-'))}`", "",
+              f"{n_images} images of `{r.args.data}`; target = {target}; {seeds} runs (orderings seeds "
+              f"0..{seeds - 1}); SHAP-CAM_p of a run = the first p orderings of its {perms[-1]}-ordering sequence.",
+              ""]
+    tables = table1_tables(rows, perms, seeds, extra)
+    lines += [tables[0], "",
+              "mean: the metric over images, averaged over the runs (as the paper's Table 1); sd: its standard "
+              "deviation over the runs; [95 % CI]: over images, of the per-image run-averaged terms. `const.`: "
+              "maps (runs × images) that were constant (saliency all zero: a black explanation image, "
+              "docs/METRICS.md). `s / image`: time of the run that produced the row (shared by all p of a run).", ""]
+    if len(tables) > 1:
+        lines += ["Paired differences over the same images and runs (mean [95 % CI], percentage points; `const.`: "
+                  "constant maps of the row's p, then of the smallest p):", "", tables[1], ""]
+    keep, n_constant, n_unknown = nonconstant_items(rows)
+    if not n_constant and not n_unknown:
+        lines += ["No map is constant: the tables above are also those over the images on which every map is "
+                  "non-constant.", ""]
+    else:
+        lines += [nonconstant_note(len(keep), n_images, n_constant, n_unknown, who="every run and method"), ""]
+        sub = [row for row in rows if row["image"] in keep]
+        lines += sum(([t, ""] for t in table1_tables(sub, perms, seeds, extra)), []) if sub else ["(no such image)", ""]
+    return "\n".join(lines)
+
+
+def table1_tables(rows: list[dict], perms, seeds: int, extra) -> list[str]:
+    """The Table 1 analog of ``rows`` and, when there are two p's or more, its paired differences
+    to the smallest p (Markdown tables)."""
     groups = [(f"shapcam_{p}", [row for row in rows if row["method"] == "shapcam" and row["permutations"] == str(p)
                                 and int(row["seed"]) < seeds]) for p in perms]
     groups += [(key, [row for row in rows if row["method"] == key]) for key in extra]
-    headers = ["Method", "runs × images", *[m[0] + " mean ± sd(runs) [95 % CI]" for m in METRICS], "s / image"]
+    headers = ["Method", "runs × images", "const.", *[m[0] + " mean ± sd(runs) [95 % CI]" for m in METRICS],
+               "s / image"]
     cells, means = [], {m[1]: [] for m in METRICS}
     per_image = {}
     for label, mine in groups:
         if not mine:
             continue
         runs = sorted({row["seed"] for row in mine})
-        line = [common.method_title(label), f"{len(runs)} × {len({row['image'] for row in mine})}"]
+        line = [common.method_title(label), f"{len(runs)} × {len({row['image'] for row in mine})}",
+                constant_cell(mine)]
         for _, field, _ in METRICS:
             by_run = [100.0 * statistics.fmean(float(row[field]) for row in mine if row["seed"] == s) for s in runs]
             mean = statistics.fmean(by_run)
@@ -362,25 +415,16 @@ def table1_markdown(r, rows: list[dict], perms, seeds: int, extra, warning: str 
         line.append(f"{statistics.fmean(float(row['seconds']) for row in mine):.3g}")
         cells.append(line)
     for j, (_, field, higher) in enumerate(METRICS):
-        bold_best(cells, means[field], 2 + j, higher, 2)
-    tail = "linear" if r.layer.linear_tail else "nonlinear"
-    target = "ground-truth class" if r.args.target == "gt" else "predicted class"
-    lines = [f"# SHAP-CAM faithfulness vs \\|Π\\|: {r.model.title}, layer `{r.layer.name}` ({tail} tail)", ""]
-    if warning:
-        lines += [f"> **{warning}**", ""]
-    lines += [f"`{common.command_line(r.config.get('argv'), TABLE1.replace('_', '-'))}`", "",
-              f"{n_images} images of `{r.args.data}`; target = {target}; {seeds} runs (orderings seeds "
-              f"0..{seeds - 1}); SHAP-CAM_p of a run = the first p orderings of its {perms[-1]}-ordering sequence.",
-              "", markdown_table(headers, cells), "",
-              "mean: the metric over images, averaged over the runs (as the paper's Table 1); sd: its standard "
-              "deviation over the runs; [95 % CI]: over images, of the per-image run-averaged terms. "
-              "`s / image`: time of the run that produced the row (shared by all p of a run).", ""]
+        bold_best(cells, means[field], 3 + j, higher, 2)
+    tables = [markdown_table(headers, cells)]
     base = f"shapcam_{perms[0]}"
+    by_label = dict(groups)
     diffs = []
-    for label, _ in groups[1:len(perms)]:
+    for label, mine in groups[1:len(perms)]:
         if (label, "ic") not in per_image or (base, "ic") not in per_image:
             continue
-        line = [f"{common.method_title(label)} − {common.method_title(base)}"]
+        line = [f"{common.method_title(label)} − {common.method_title(base)}",
+                f"{constant_cell(mine)}, {constant_cell(by_label[base])}"]
         for _, field, _ in METRICS:
             a, b = per_image[(label, field)], per_image[(base, field)]
             common_images = sorted(set(a) & set(b))
@@ -388,9 +432,8 @@ def table1_markdown(r, rows: list[dict], perms, seeds: int, extra, warning: str 
             line.append("—" if s is None else fmt_summary(s, 2))
         diffs.append(line)
     if diffs:
-        lines += ["Paired differences over the same images and runs (mean [95 % CI], percentage points):", "",
-                  markdown_table(["Difference", *[m[0] for m in METRICS]], diffs), ""]
-    return "\n".join(lines)
+        tables.append(markdown_table(["Difference", "const.", *[m[0] for m in METRICS]], diffs))
+    return tables
 
 
 def _main(run, argv) -> int:

@@ -19,10 +19,14 @@ images -> logits with the question embedding q fixed, as the paper's Table 6):
   seed ``--shap-seed``), the stand-in for the exact SHAP values of the maps (the VQA tail is
   nonlinear). SHAP-CAM's own row *is* that reference: its cosine is NaN (shown as —).
 
-One CSV row per (question, method); the Markdown table holds each method's mean with a 95 %
-confidence interval (Wilson for IC, Student t otherwise), paired differences to LIFT-CAM and the
-evidence energy per question family. Re-running with the same ``--out`` resumes: rows already in
-the CSV are not recomputed (the configuration must match).
+One CSV row per (question, method), with ``constant`` = 1 when the method's map was constant
+(saliency all zero: scored as a black explanation image, docs/METRICS.md; empty = unknown in rows of
+a CSV from before the column existed). The maps of all methods of a question are scored together
+(:func:`camlib.metrics.score_maps`: the image once, e and e_inv per method). The Markdown table holds
+each method's mean with a 95 % confidence interval (Wilson for IC, Student t otherwise) and its count
+of constant maps, paired differences to LIFT-CAM, both again over the questions on which every
+method's map is non-constant, and the evidence energy per question family. Re-running with the same
+``--out`` resumes: rows already in the CSV are not recomputed (the configuration must match).
 """
 
 from __future__ import annotations
@@ -40,14 +44,16 @@ import numpy as np
 import torch
 
 from camlib.bench import common
-from camlib.bench.faithfulness import method_labels, paired_table, table
-from camlib.bench.report import RowStore, check_config, markdown_table, write_config
+from camlib.bench.faithfulness import method_labels, nonconstant_section, paired_section, table
+from camlib.bench.report import RowStore, check_config, constant_cell, markdown_table, write_config
 from camlib.vqa import scenes
 
 NAME = "vqa"
 FIELDS = ("question_id", "scene_seed", "family", "question", "answer", "target", "predicted", "correct",
-          "mask_fraction", "method", "Y", "O", "D", "ic", "ad", "add", "pointing", "cosine", "seconds")
+          "mask_fraction", "method", "constant", "Y", "O", "D", "ic", "ad", "add", "pointing", "cosine", "seconds")
 KEY = ("question_id", "method")
+#: Columns added after the first version; a CSV without them still resumes (values unknown).
+OPTIONAL = ("constant",)
 
 # (header, field, scale, digits, interval, higher is better), as camlib.bench.faithfulness.COLUMNS
 COLUMNS = (("IC (%)", "ic", 100.0, 1, "wilson", True),
@@ -78,7 +84,9 @@ def parser() -> argparse.ArgumentParser:
                    help="answer to explain and score: the model's (default, as the paper) or the true one")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     p.add_argument("--chunk-size", type=int, default=64, metavar="C",
-                   help="most images / tail inputs per network call (default %(default)s)")
+                   help="most images / tail inputs per network call inside the methods (default %(default)s)")
+    p.add_argument("--metrics-batch", type=int, default=None, metavar="M",
+                   help="images per network call in the metrics (default: the device's fastest)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -98,20 +106,28 @@ def heldout_questions(n: int, question_seed: int) -> Iterator[tuple[str, scenes.
         i += 1
 
 
-def score(model, image: torch.Tensor, question, exp, reference, chunk: int) -> dict:
-    """The metric values of one explanation ``exp`` (B = 1) of one question's answer."""
+def score(model, image: torch.Tensor, question, explanations, reference, batch_size: int | None) -> list[dict]:
+    """The metric values of the explanations (B = 1 each) of one question's answer, all methods'
+    maps scored together with the question's tokens held fixed."""
     from camlib import metrics
 
     tokens = model.question_tokens(question.text)
-    conf = metrics.confidence_scores(model.logits_fn(tokens), image, exp.saliency, exp.target, batch_size=chunk)
-    pointing = math.nan
+    saliency = torch.cat([exp.saliency for exp in explanations])
+    target = torch.cat([exp.target for exp in explanations])
+    conf = metrics.score_maps(model.logits_fn(tokens), image.to(saliency.device), saliency, target,
+                              [0] * len(explanations), steps=0, batch_size=batch_size).confidence
+    pointing = [math.nan] * len(explanations)
     if question.has_evidence:
-        mask = torch.from_numpy(question.evidence_mask).to(exp.saliency.device)
-        pointing = float(metrics.energy_in_mask(exp.saliency, mask[None])[0])
-    cosine = math.nan if exp is reference else float(metrics.cosine_similarity(exp.coefficients.cpu(),
-                                                                               reference.coefficients.cpu())[0])
-    return {"Y": float(conf.Y[0]), "O": float(conf.O[0]), "D": float(conf.D[0]), "ic": float(conf.ic[0]),
-            "ad": float(conf.ad[0]), "add": float(conf.add[0]), "pointing": pointing, "cosine": cosine}
+        mask = torch.from_numpy(question.evidence_mask).to(saliency.device)
+        pointing = metrics.energy_in_mask(saliency, mask).tolist()
+    rows = []
+    for j, exp in enumerate(explanations):
+        cosine = math.nan if exp is reference else float(metrics.cosine_similarity(exp.coefficients.cpu(),
+                                                                                   reference.coefficients.cpu())[0])
+        rows.append({"constant": int(exp.constant[0]), "Y": float(conf.Y[j]), "O": float(conf.O[j]),
+                     "D": float(conf.D[j]), "ic": float(conf.ic[j]), "ad": float(conf.ad[j]),
+                     "add": float(conf.add[j]), "pointing": float(pointing[j]), "cosine": cosine})
+    return rows
 
 
 def run(argv: Sequence[str] | None = None) -> dict:
@@ -121,8 +137,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
     from camlib.vqa import ASSET_DIR
 
     args = parser().parse_args(argv)
-    if args.n < 1 or args.permutations < 1 or args.chunk_size < 1:
-        raise ValueError("--n, --permutations and --chunk-size must be at least 1")
+    if args.n < 1 or args.permutations < 1 or args.chunk_size < 1 or (args.metrics_batch or 1) < 1:
+        raise ValueError("--n, --permutations, --chunk-size and --metrics-batch must be at least 1")
     labels = method_labels(args)
     if any(key == "cam" for _, key in labels):
         raise ValueError("CAM needs a linear tail; the VQA model's tail is nonlinear")
@@ -135,7 +151,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
               "question_seed": args.seed, "permutations": args.permutations, "shap_seed": args.shap_seed,
               "target": args.target}
     check_config(out / f"{NAME}.config.json", config)
-    store = RowStore(out, NAME, FIELDS, KEY)
+    store = RowStore(out, NAME, FIELDS, KEY, OPTIONAL)
     done = store.done()
     out.mkdir(parents=True, exist_ok=True)
     write_config(out / f"{NAME}.config.json", config)
@@ -164,19 +180,18 @@ def run(argv: Sequence[str] | None = None) -> dict:
                                            seed=args.shap_seed)
                 bar.set_postfix_str(qid)
                 predicted = int(reference.logits.argmax(dim=1)[0])
-                rows = []
-                for label, key in pending:
-                    exp = reference if key == "shapcam" else camlib.explain(
-                        model, image, key, target=reference.target, question=question.text,
-                        batch_size=args.chunk_size)
-                    rows.append({"question_id": qid, "scene_seed": scene.seed, "family": question.family,
-                                 "question": question.text, "answer": question.answer,
-                                 "target": model.class_names[int(exp.target[0])],
-                                 "predicted": model.class_names[predicted],
-                                 "correct": int(model.class_names[predicted] == question.answer),
-                                 "mask_fraction": float(question.evidence_mask.mean()), "method": label,
-                                 **score(model, image, question, exp, reference, args.chunk_size),
-                                 "seconds": exp.seconds})
+                explanations = [reference if key == "shapcam" else camlib.explain(
+                    model, image, key, target=reference.target, question=question.text, batch_size=args.chunk_size)
+                    for _, key in pending]
+                values = score(model, image, question, explanations, reference, args.metrics_batch)
+                rows = [{"question_id": qid, "scene_seed": scene.seed, "family": question.family,
+                         "question": question.text, "answer": question.answer,
+                         "target": model.class_names[int(exp.target[0])],
+                         "predicted": model.class_names[predicted],
+                         "correct": int(model.class_names[predicted] == question.answer),
+                         "mask_fraction": float(question.evidence_mask.mean()), "method": label,
+                         **value, "seconds": exp.seconds}
+                        for (label, _), exp, value in zip(pending, explanations, values)]
                 store.append(rows)
                 computed += len(rows)
                 bar.update(len(rows))
@@ -205,13 +220,13 @@ def family_table(rows: list[dict], labels: Sequence[str]) -> str:
     for label in labels:
         mine = [r for r in rows if r["method"] == label]
         if mine:
-            cells.append([common.method_title(label)] + [mean(float(r["pointing"]) for r in mine if r["family"] == f)
-                                                         for f in families])
+            cells.append([common.method_title(label), constant_cell(mine)]
+                         + [mean(float(r["pointing"]) for r in mine if r["family"] == f) for f in families])
     first = [r for r in rows if r["method"] == labels[0]] if labels else []
-    cells.append(["*uniform map (evidence area)*"] + [
+    cells.append(["*uniform map (evidence area)*", ""] + [
         mean(float(r["mask_fraction"]) for r in first if r["family"] == f and not math.isnan(float(r["pointing"])))
         for f in families])
-    return markdown_table(["Method", *families], cells)
+    return markdown_table(["Method", "const.", *families], cells)
 
 
 def markdown(rows: list[dict], labels: Sequence[str], args, argv: Sequence[str], model) -> str:
@@ -235,13 +250,11 @@ def markdown(rows: list[dict], labels: Sequence[str], args, argv: Sequence[str],
              f"column is bold. Evidence energy: Σ s·M / Σ s over the {with_evidence} questions whose answer has "
              "evidence (N counts all rows); a uniform map would score "
              + (f"{100 * statistics.fmean(area):.2f} %" if area else "—")
-             + " (mean evidence area). SHAP-CAM's cosine is — because it is the reference. `s / question`: "
-               "the method's time (coefficients + map), not the metrics.", ""]
-    if "liftcam" in labels:
-        paired = paired_table(rows, labels, "liftcam", COLUMNS, item="question_id")
-        if paired:
-            lines += ["Paired differences to LIFT-CAM on the same questions (mean [95 % t interval]; an interval "
-                      "excluding 0 is a difference this sample resolves):", "", paired, ""]
+             + " (mean evidence area). SHAP-CAM's cosine is — because it is the reference. `const.`: maps "
+               "that were constant (saliency all zero, scored as black explanation images; their evidence "
+               "energy is 0). `s / question`: the method's time (coefficients + map), not the metrics.", ""]
+    lines += paired_section(rows, labels, COLUMNS, item="question_id")
+    lines += nonconstant_section(rows, labels, n, COLUMNS, item="question_id", unit="question")
     if with_evidence:
         lines += ["Evidence energy (%) per question family:", "", family_table(rows, labels), ""]
     return "\n".join(lines)

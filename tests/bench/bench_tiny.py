@@ -46,15 +46,48 @@ def build(device=None, weights=None) -> CamModel:
                     default_layer="features", input_size=(16, 16))
 
 
-def make_data(root: pathlib.Path, n: int = 4, classes: int = CLASSES, seed: int = 0) -> pathlib.Path:
-    """``n`` random RGB images of 20x24 under root/images and root/index.csv (one or two boxes each)."""
+class SignedNet(nn.Module):
+    """16x16 input; ``features`` (4 ReLU maps of 8x8, so A_k >= 0) then a linear tail: global average
+    pooling and ``fc`` without bias, class 0's weights all negative, the other classes' all positive.
+
+    On this tail Grad-CAM's α_k = w_ck / 64 (LIFT-CAM's, XGrad-CAM's and Ablation-CAM's α_k have the
+    sign of w_ck too), so for class 0 every α_k < 0 and Σ α_k A_k <= 0: the map ReLU(Σ α_k A_k) is
+    zero everywhere, constant by construction; for class 1 every α_k > 0 and the map varies wherever
+    an A_k does. Score-CAM's α = softmax(...) > 0 is never constant on these images."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 2, bias=False)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def build_signed(device=None, weights=None) -> CamModel:
+    generator = torch.Generator().manual_seed(0)
+    net = SignedNet()
+    with torch.no_grad():
+        for p in net.features.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+        magnitude = 0.5 + torch.rand(2, 4, generator=generator)
+        net.fc.weight.copy_(magnitude * torch.tensor([[-1.0], [1.0]]))
+    return CamModel("bench_signed", net, torch.device(device or "cpu"), ["negative", "positive"],
+                    default_layer="features", input_size=(16, 16))
+
+
+def make_data(root: pathlib.Path, n: int = 4, classes: int = CLASSES, seed: int = 0,
+              labels=None) -> pathlib.Path:
+    """``n`` random RGB images of 20x24 under root/images and root/index.csv (one or two boxes each);
+    ``labels``: their classes (default: random among ``classes``)."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
         name = f"images/img_{i:03d}.png"
         Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / name)
-        cls = int(rng.integers(0, classes))
+        cls = int(rng.integers(0, classes)) if labels is None else int(labels[i])
         rows.append([name, cls, f"class {cls}", 1.5, 2.0, 12.0, 15.5])
         if i % 2:
             rows.append([name, cls, f"class {cls}", 10.0, 4.0, 23.0, 19.0])

@@ -11,8 +11,8 @@ from camlib.bench.__main__ import main
 from camlib.bench import faithfulness, shap
 
 TINY = ["--model", "bench_tiny:build", "--device", "cpu", "--no-progress"]
-FIELDS = ["image", "method", "target", "predicted", "Y", "O", "D", "ic", "ad", "add", "ins_auc", "del_auc",
-          "pointing", "seconds"]
+FIELDS = ["image", "method", "target", "predicted", "constant", "Y", "O", "D", "ic", "ad", "add", "ins_auc",
+          "del_auc", "pointing", "seconds"]
 
 
 @pytest.fixture
@@ -43,24 +43,30 @@ def test_faithfulness_rows_and_markdown(data, tmp_path, capsys):
         assert float(r["ad"]) == pytest.approx(max(0.0, float(r["Y"]) - float(r["O"])) / y, rel=1e-5, abs=1e-6)
         assert float(r["add"]) == pytest.approx((float(r["Y"]) - float(r["D"])) / y, rel=1e-5, abs=1e-6)
         assert float(r["seconds"]) > 0
-    # same image, same Y for every method
+        assert r["constant"] in ("0", "1")
+    # same image, same Y for every method: x is scored once per image
     assert rows[0]["Y"] == rows[1]["Y"]
 
     md = (out / "faithfulness.md").read_text()
     assert md == capsys.readouterr().out.rstrip("\n") + "\n"
     blocks = [b for b in md.split("\n\n") if b.startswith("|")]
-    assert len(blocks) == 2  # the means and the paired differences to LIFT-CAM
+    any_constant = any(r["constant"] == "1" for r in rows)
+    # the means and the paired differences to LIFT-CAM; again over the non-constant images if any map is constant
+    assert len(blocks) == (4 if any_constant else 2)
     lines = blocks[0].splitlines()
     paired = blocks[1].splitlines()
-    assert paired[0].startswith("| Difference | N | IC (%)") and paired[2].startswith("| Grad-CAM − LIFT-CAM | 4 |")
-    assert lines[0] == ("| Method | N | IC (%) | AD (%) | ADD (%) | Insertion AUC | Deletion AUC | Pointing (%) "
-                        "| s / image |")
+    assert paired[0].startswith("| Difference | N | const. | IC (%)")
+    assert paired[2].startswith("| Grad-CAM − LIFT-CAM | 4 |")
+    assert lines[0] == ("| Method | N | const. | IC (%) | AD (%) | ADD (%) | Insertion AUC | Deletion AUC "
+                        "| Pointing (%) | s / image |")
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["Grad-CAM", "LIFT-CAM"]
     assert all(line.split("|")[2].strip() == "4" for line in lines[2:])
+    for line, m in zip(lines[2:], ("gradcam", "liftcam")):
+        assert line.split("|")[3].strip() == f"{sum(r['constant'] == '1' for r in rows if r['method'] == m)}/4"
     # the table's AD mean is the CSV's mean x 100
     ad = [100 * sum(float(r["ad"]) for r in rows if r["method"] == m) / 4 for m in ("gradcam", "liftcam")]
     for line, mean in zip(lines[2:], ad):
-        cell = line.split("|")[4].strip().strip("*")
+        cell = line.split("|")[5].strip().strip("*")
         assert float(cell.split(" [")[0]) == pytest.approx(mean, abs=0.006)
         low, high = (float(v) for v in cell.split("[")[1].rstrip("]").split(","))
         assert low <= mean + 0.006 and mean - 0.006 <= high

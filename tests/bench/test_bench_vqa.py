@@ -67,6 +67,10 @@ def test_cli_rows_markdown_and_resume(tmp_path, capsys, model):
             assert 0.0 <= float(r["pointing"]) <= 1.0
         cosine = float(r["cosine"])
         assert math.isnan(cosine) if r["method"] == "shapcam_5" else -1.0 <= cosine <= 1.0
+        assert r["constant"] in ("0", "1")
+        if r["constant"] == "1":  # a black explanation image: e_inv = x, no energy anywhere
+            assert float(r["D"]) == pytest.approx(y, rel=1e-5)
+            assert math.isnan(float(r["pointing"])) or float(r["pointing"]) == 0.0
     # the cosine of LIFT-CAM to SHAP-CAM_5, recomputed
     import camlib
     from camlib import metrics
@@ -78,20 +82,34 @@ def test_cli_rows_markdown_and_resume(tmp_path, capsys, model):
     row = next(r for r in rows if r["question_id"] == qid and r["method"] == "liftcam")
     assert float(row["cosine"]) == pytest.approx(float(metrics.cosine_similarity(lift.coefficients, ref.coefficients)[0]),
                                                  abs=1e-6)
+    assert int(row["constant"]) == int(lift.constant)
+    # the methods' maps of a question are scored together (score_maps): the same values as
+    # confidence_scores per method, to float32 rounding of the network's passes in other batches
+    conf = metrics.confidence_scores(model.logits_fn(model.question_tokens(q.text)), image, lift.saliency[None],
+                                     lift.target[None], batch_size=1)
+    for field in ("Y", "O", "D"):
+        assert float(row[field]) == pytest.approx(float(getattr(conf, field)[0]), abs=2e-5)
 
     md = (out / "vqa.md").read_text()
     assert md == capsys.readouterr().out.rstrip("\n") + "\n"
     tables = [b for b in md.split("\n\n") if b.startswith("|")]
-    assert len(tables) == 3  # means, paired differences to LIFT-CAM, evidence energy per family
+    any_constant = any(r["constant"] == "1" for r in rows)
+    # means, paired differences to LIFT-CAM (both again over the non-constant questions if any map is
+    # constant), evidence energy per family
+    assert len(tables) == (5 if any_constant else 3)
     header, _, *lines = tables[0].splitlines()
-    assert header == ("| Method | N | IC (%) | AD (%) | ADD (%) | Evidence energy (%) | cos to SHAP-CAM "
+    assert header == ("| Method | N | const. | IC (%) | AD (%) | ADD (%) | Evidence energy (%) | cos to SHAP-CAM "
                       "| s / question |")
     assert [cells(line)[0] for line in lines] == [
         "Grad-CAM", "Grad-CAM++", "XGrad-CAM", "Score-CAM", "Ablation-CAM", "LIFT-CAM", "SHAP-CAM (\\|Π\\|=5)"]
-    assert cells(lines[-1])[6] == "—"  # SHAP-CAM is the cosine's reference
+    for line in lines:
+        label = next(lbl for lbl in labels if cells(line)[0] == common_title(lbl))
+        assert cells(line)[2] == f"{sum(r['constant'] == '1' for r in rows if r['method'] == label)}/3"
+    assert cells(lines[-1])[7] == "—"  # SHAP-CAM is the cosine's reference
     lift_line = next(line for line in lines if line.startswith("| LIFT-CAM"))
     ad = statistics_mean(rows, "liftcam", "ad")
-    assert cells(lift_line)[3].strip("*").startswith(f"{100 * ad:.2f} [")
+    assert cells(lift_line)[4].strip("*").startswith(f"{100 * ad:.2f} [")
+    assert tables[-1].splitlines()[0].startswith("| Method | const. |")  # evidence energy per family
     assert "nan" not in md.lower()
 
     # resume: nothing is recomputed, the CSV is unchanged
@@ -103,6 +121,12 @@ def test_cli_rows_markdown_and_resume(tmp_path, capsys, model):
     more = vqa.run(args(out, "--n", "4", "--methods", "gradcam", "liftcam"))
     assert more["computed"] == 2 and more["skipped"] == 6
     assert len(read_csv(out / "vqa.csv")) == 3 * len(METHODS) + 2
+
+
+def common_title(label: str) -> str:
+    from camlib.bench.common import method_title
+
+    return method_title(label)
 
 
 def cells(line: str) -> list[str]:
