@@ -7,6 +7,7 @@ import torch
 
 import camlib
 from camlib import zoo
+from tests.numerics import assert_close_scaled, chain, local_accuracy_scale, tail_terms
 
 
 def test_list_models():
@@ -19,13 +20,17 @@ def test_list_models():
     ("vgg16", "features.29", (512, 14, 14)), ("resnet50", "layer4", (2048, 7, 7)),
     ("resnet18", "layer4", (512, 7, 7)), ("mobilenet_v2", "features.18", (1280, 7, 7)),
     ("densenet121", "features.norm5", (1024, 7, 7))])
+@pytest.mark.numerics
 def test_torchvision_models_with_random_weights(name, layer, shape):
     model = camlib.load_model(name, device="cpu", weights=None)
     assert model.default_layer == layer and model.layer_info().shape == shape
     assert model.preset_layers[0] == layer and len(model.class_names) == 1000
     exp = camlib.explain(model, torch.rand(3, 224, 224), "liftcam")
     total, delta = exp.info["local_accuracy"]
-    torch.testing.assert_close(total, delta, rtol=1e-4, atol=1e-5)
+    # Σ of K contributions against a difference of two tail outputs: twice the tail's chain +
+    # chain(K), of Σ|α| and the logits' size (tests/numerics.py).
+    rel = 2 * chain(*tail_terms(model, layer, exp)) + chain(shape[0])
+    assert_close_scaled(total, delta, local_accuracy_scale(exp), rel, f"{name}: Σα - ΔF")
 
 
 def test_offline_missing_weights_name_the_file_and_folder(monkeypatch, tmp_path):

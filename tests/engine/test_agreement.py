@@ -11,11 +11,13 @@ of an FC layer by blocks against a full matrix product; a stored reference again
 convolutions against oneDNN's). Each output is a chain of at most three layers of dot products of
 at most ~25,000 terms, whose float32 rounding error is of order √N·u ≈ 1e-5 of the magnitudes
 summed per layer (u = 2⁻²⁴), a few times over for the chain. The magnitude that matters is that
-of the values the method combines: for gradient and DeepLIFT methods max |α|; for coalition-game
-methods the logits it differences (α_k is a mean of differences of tail values |F^c| ≫ |α_k|),
-for Score-CAM the softmax of masked scores (α ≤ 1). So the test asserts
-|α_fast - α_reference| ≤ 1e-4 · scale, an order of magnitude above that estimate and far below
-any real error (a wrong rule or a lost map moves α by a sizeable fraction of the scale).
+of the values the method combines, per image (tests/numerics.py: alpha_scale): for gradient and
+DeepLIFT methods max |α|; for SHAP-CAM the logits it differences (α_k is a mean of differences of
+tail values |F^c| ≫ |α_k|), for Ablation-CAM the same over |F^c(A)| (its α is divided by it), for
+Score-CAM 2 α_k max |logits| per entry (a softmax of masked scores of the logits' size). So the
+test asserts |α_fast - α_reference| ≤ 1e-4 · scale, an order of magnitude above that estimate and
+far below any real error (a wrong rule or a lost map moves α by a sizeable fraction of the scale;
+assert_close_scaled checks that the tolerance stays below 1 % of max |α|).
 """
 
 import pytest
@@ -23,6 +25,9 @@ import torch
 
 import camlib
 from camlib.engine.fast import blocklinear
+from tests.numerics import alpha_scale, assert_close_scaled
+
+pytestmark = pytest.mark.numerics
 
 REFERENCE = {"autograd", "deeplift-rewrite", "naive-coalitions", "network-passes"}
 RTOL = 1e-4
@@ -76,13 +81,10 @@ def test_fast_backend_equals_reference(models, backend, model_name, layer, metho
     assert backend in fast.info["backends"].values(), fast.info["backends"]
     assert set(reference.info["backends"].values()) <= REFERENCE, reference.info["backends"]
     assert torch.equal(fast.target, reference.target)
-    if camlib.get_method(method).needs & {camlib.methods.base.Need.GAME}:
-        scale = fast.logits.abs().max().item()
-    else:
-        scale = reference.coefficients.abs().max().item()
-    assert scale > 0
-    difference = (fast.coefficients - reference.coefficients).abs().max().item()
-    assert difference <= RTOL * scale, f"max |Δα| = {difference:.3g} > {RTOL} × {scale:.3g}"
+    scale = alpha_scale(method, reference)
+    assert (scale > 0).any()
+    assert_close_scaled(fast.coefficients.reshape(n, -1), reference.coefficients.reshape(n, -1), scale, RTOL,
+                        f"{backend} {method} against the reference")
 
 
 def test_reference_is_forced_by_the_environment(tiny, monkeypatch):

@@ -49,6 +49,7 @@ U = 2.0 ** -24  # float32 unit roundoff
 _NET_RTOL = 1e-4
 
 captum_hooks = pytest.mark.filterwarnings("ignore:Setting forward, backward hooks:UserWarning")
+pytestmark = pytest.mark.numerics
 
 
 def _assert_close(actual: torch.Tensor, expected, tol: float) -> None:

@@ -4,6 +4,9 @@ import pytest
 import torch
 
 from camlib.engine.kernels import blockdot
+from tests.numerics import U, assert_close_scaled, chain
+
+pytestmark = pytest.mark.numerics
 
 
 def _reference(weight, x):
@@ -20,13 +23,17 @@ def test_block_dots_equal_float64_einsum(vectors, dtype):
     x = torch.randn(vectors, k, p, generator=generator, dtype=dtype)
     got = blockdot.block_dots(weight, x)
     assert got.shape == (vectors, k, o) and got.dtype == dtype
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(got.double(), _reference(weight, x), rtol=tol, atol=tol)
+    # Dot products of p = 7 terms: off by chain(7) of Σ_p |W x| (in the dtype's roundoff), per entry.
+    unit = U if dtype == torch.float32 else 2.0 ** -53
+    terms = _reference(weight.abs(), x.abs())
+    assert_close_scaled(got, _reference(weight, x), terms, chain(p) / U * unit, "block dots")
     # Rows of the weight split over threads, or none: the same values.
     torch.testing.assert_close(blockdot.block_dots(weight, x, threads=1), got, rtol=0, atol=0)
     torch.testing.assert_close(blockdot.block_dots(weight, x, threads=4), got, rtol=0, atol=0)
-    # Summed over the maps: the layer's product W·vec(x) (Eq. 1 of the module).
-    torch.testing.assert_close(got.sum(1).double(), (x.flatten(1) @ weight.T).double(), rtol=tol * 10, atol=tol * 10)
+    # Summed over the maps: the layer's product W·vec(x) (Eq. 1 of the module), 35 terms summed in
+    # two orders: chain(7, 5) + chain(35) of Σ |W x| over all the terms.
+    assert_close_scaled(got.sum(1), x.flatten(1) @ weight.T, terms.sum(1), (chain(p, k) + chain(k * p)) / U * unit,
+                        "block dots summed over the maps")
 
 
 def test_kernel_and_einsum_fallback_agree(monkeypatch):
@@ -38,7 +45,9 @@ def test_kernel_and_einsum_fallback_agree(monkeypatch):
     kernel = blockdot.block_dots(weight, x)
     monkeypatch.setattr(blockdot, "_kernel", lambda: None)
     assert not blockdot.available()
-    torch.testing.assert_close(blockdot.block_dots(weight, x), kernel, rtol=1e-6, atol=1e-6)
+    # Two float32 orders of 9-term dot products: twice chain(9) of Σ |W x|, per entry.
+    assert_close_scaled(blockdot.block_dots(weight, x), kernel, _reference(weight.abs(), x.abs()), 2 * chain(9),
+                        "einsum against the kernel")
 
 
 
@@ -54,12 +63,14 @@ def test_active_rows_product_equals_the_full_product(dtype):
     g = torch.randn(150, generator=generator, dtype=dtype)
     g[torch.rand(150, generator=generator) < 0.4] = 0  # a ReLU's inactive rows: ~90 active, 2 chunks
     expected = g.double() @ weight.double()
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    # Products of 150 terms (the active ones, by chunks of 64: gemv, then added): chain(64, 3) of
+    # Σ_o |g_o W_o| per entry, ≤ chain(150) for any order; in the dtype's roundoff.
+    unit = U if dtype == torch.float32 else 2.0 ** -53
     got = blockdot.active_rows_product(weight, g)
     assert got.shape == (301,) and got.dtype == dtype
-    torch.testing.assert_close(got.double(), expected, rtol=tol, atol=tol)
+    assert_close_scaled(got, expected, g.double().abs() @ weight.double().abs(), chain(150) / U * unit, "active rows")
     # Every row inactive: zeros (nothing read); every row active: the plain product.
     assert torch.equal(blockdot.active_rows_product(weight, torch.zeros_like(g)), torch.zeros(301, dtype=dtype))
     dense = torch.randn(150, generator=generator, dtype=dtype)
-    torch.testing.assert_close(blockdot.active_rows_product(weight, dense).double(), dense.double() @ weight.double(),
-                               rtol=tol, atol=tol)
+    assert_close_scaled(blockdot.active_rows_product(weight, dense), dense.double() @ weight.double(),
+                        dense.double().abs() @ weight.double().abs(), chain(150) / U * unit, "every row active")

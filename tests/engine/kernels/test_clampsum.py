@@ -15,16 +15,19 @@ from camlib.engine.fast.coalitions import FastCoalitions
 from camlib.engine.reference.coalitions import NaiveCoalitions
 from camlib.methods.shapley import exact_shapley, sample_permutations
 from camlib.model import CamModel
+from tests.numerics import U, alpha_scale, assert_close_scaled, chain, fan_ins
 
-pytestmark = pytest.mark.skipif(not clampsum.available(), reason="numba is not installed")
+pytestmark = [pytest.mark.skipif(not clampsum.available(), reason="numba is not installed"), pytest.mark.numerics]
 
 
-def _reference(base, d, orders, weight, lo, hi):
-    """Eq. (1) of camlib.engine.kernels.clampsum without c, by cumulative sums in float64."""
+def _reference(base, d, orders, weight, lo, hi, absolute=False):
+    """Eq. (1) of camlib.engine.kernels.clampsum without c, by cumulative sums in float64; with
+    ``absolute``, Σ_m |V_m clamp(S_j[m])| instead (the magnitude of the terms summed)."""
     out = []
     for order in orders:
         s = torch.cat([base[None], base[None] + torch.cumsum(d[order], 0)]).double()
-        out.append(s.clamp(lo, hi) @ weight.double())
+        s = s.clamp(lo, hi)
+        out.append(s.abs() @ weight.double().abs() if absolute else s @ weight.double())
     return torch.stack(out)
 
 
@@ -39,16 +42,25 @@ def test_prefix_readout_equals_cumulative_sums(lo, hi, dtype):
     orders = sample_permutations(k, 5, seed=1)
     got = clampsum.prefix_readout(base, d, orders, weight, lo, hi)
     assert got.shape == (5, k + 1) and got.dtype == torch.float64
-    tol = 1e-9 if dtype == torch.float64 else 1e-4
-    torch.testing.assert_close(got, _reference(base, d, orders, weight, lo, hi), rtol=tol, atol=tol)
-    # Blocks split over threads give the same sums as one thread.
+    # Error, in units of the kernel dtype's roundoff: S_j[m] is a running sum of up to k + 1 terms,
+    # off by √(k + 1)·(|base_m| + Σ_k |d_km|), which |V_m| carries into the readout (clamps are
+    # 1-Lipschitz); each block accumulates its 1024 products V_m·clamp(S_j[m]) in that dtype,
+    # off by √1024·Σ_m |V_m clamp(S_j[m])|; blocks are added in float64. Against float64 sums.
+    unit = U if dtype == torch.float32 else 2.0 ** -53
+    running = (weight.double().abs() * (base.double().abs() + d.double().abs().sum(0))).sum()
+    readout = _reference(base, d, orders, weight, lo, hi, absolute=True)
+    scale = math.sqrt(k + 1) * running + math.sqrt(clampsum.BLOCK) * readout
+    assert_close_scaled(got, _reference(base, d, orders, weight, lo, hi), scale, unit, "prefix readout")
+    # Blocks split over threads give the same per-block sums as one thread, added in float64 in
+    # another order: float64 rounding of the same scale.
     one = clampsum.prefix_readout(base, d, orders, weight, lo, hi, threads=1)
-    torch.testing.assert_close(clampsum.prefix_readout(base, d, orders, weight, lo, hi, threads=3), one,
-                               rtol=tol, atol=tol)
-    # Prefix 0 is the base alone, the last prefix holds every map whatever the order.
-    torch.testing.assert_close(got[:, 0], (base.double().clamp(lo, hi) @ weight.double()).expand(5),
-                               rtol=tol, atol=tol)
-    assert torch.allclose(got[:, -1], got[0, -1].expand(5), rtol=tol, atol=tol)
+    assert_close_scaled(clampsum.prefix_readout(base, d, orders, weight, lo, hi, threads=3), one, scale,
+                        2.0 ** -53, "three threads against one")
+    # Prefix 0 is the base alone, the last prefix holds every map whatever the order (summed in
+    # another order: twice the bound above).
+    assert_close_scaled(got[:, 0], (base.double().clamp(lo, hi) @ weight.double()).expand(5), scale[:, 0], unit,
+                        "prefix 0")
+    assert_close_scaled(got[:, -1], got[0, -1].expand(5), 2 * scale[:, -1], unit, "the full coalition in every order")
 
 
 class ClampHeadNet(nn.Module):
@@ -108,13 +120,21 @@ def test_kernel_equals_tensor_path_naive_passes_and_exact_shapley(act, bounds):
     orders = torch.tensor(list(itertools.permutations(range(6))))  # all 720 orderings
     values = kernel.prefix_values_many(orders)
     assert values.shape == (720, 7)
-    torch.testing.assert_close(values, tensor.prefix_values_many(orders), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(values[:10], naive.prefix_values_many(orders[:10]), rtol=1e-5, atol=1e-5)
+    # The same tail values three ways in float32 (fused kernel, tensor running sums, masked tail
+    # passes through 6, 1, 64 and 5 terms): twice the tail's chain, of the size of the values.
+    model = _clamp_head_model(act)
+    split = model.split("features")
+    with torch.inference_mode():
+        a = split.head(model.normalize(image[None]))[0]
+    rel = 2 * chain(*fan_ins(split.tail, a))
+    scale = values.abs().max()
+    assert_close_scaled(values, tensor.prefix_values_many(orders), scale, rel, "kernel against tensor path")
+    assert_close_scaled(values[:10], naive.prefix_values_many(orders[:10]), scale, rel, "kernel against tail passes")
     # Averaged over every ordering, the marginal contributions are the exact Shapley values (Eq. 6).
     steps = values.double()[:, 1:] - values.double()[:, :-1]
     phi = torch.zeros(720, 6, dtype=torch.float64).scatter_(1, orders, steps).mean(0)
     exact = exact_shapley(naive.values, 6)
-    torch.testing.assert_close(phi, exact, rtol=1e-5, atol=1e-6)
+    assert_close_scaled(phi, exact, scale, rel, "Shapley values by all orderings")
     assert exact.abs().max() > 0.05  # a nontrivial game
     # A few clamps must be active, or the test would not exercise the kernel's bounds.
     lo, hi, weight, _ = kernel.readout
@@ -128,7 +148,10 @@ def test_shapcam_uses_the_kernel_and_matches_the_naive_path():
     _, _, _, image, target = _games(model)
     fast = camlib.explain(model, image, "shapcam", permutations=20, seed=3)
     naive = camlib.explain(model, image, "shapcam", permutations=20, seed=3, backend="reference")
-    torch.testing.assert_close(fast.info["running"], naive.info["running"], rtol=1e-4, atol=1e-5)
+    # Means (float64) of differences of float32 tail values computed two ways: twice the tail's chain.
+    split = model.split("features")
+    rel = 2 * chain(*fan_ins(split.tail, fast.activations[None]))
+    assert_close_scaled(fast.info["running"], naive.info["running"], fast.logits.abs().max(), rel, "running estimates")
 
 
 def test_kernel_only_where_it_applies(vgg16):
@@ -155,8 +178,14 @@ def test_lite0_inner_block_uses_the_kernel(lite0, chelsea):
     assert kernel.readout is not None and kernel.readout[:2] == (0.0, 6.0)
     orders = sample_permutations(a.shape[1], 3, seed=0)
     naive = NaiveCoalitions(split.tail, a, (), 281)
-    torch.testing.assert_close(kernel.prefix_values_many(orders), naive.prefix_values_many(orders),
-                               rtol=1e-4, atol=1e-4)
+    # Lite0's tail from blocks.6 sums 320, 49 and 1280 terms: twice its chain, of the size of the
+    # values and of the logits (the terms of the classifier).
+    expected = naive.prefix_values_many(orders)
+    with torch.inference_mode():
+        logits = split.tail(a)
+    rel = 2 * chain(*fan_ins(split.tail, a))
+    scale = max(expected.abs().max().item(), logits.abs().max().item())
+    assert_close_scaled(kernel.prefix_values_many(orders), expected, scale, rel, "kernel against tail passes")
 
 
 def test_kernel_is_safe_from_concurrent_threads():
@@ -170,6 +199,10 @@ def test_kernel_is_safe_from_concurrent_threads():
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda s: camlib.explain(model, image, "shapcam", permutations=32,
                                                           seed=s).coefficients, range(4)))
+    # The same computations from threads (torch's intra-op splits may differ): twice the tail's
+    # chain, of the size of the logits (SHAP-CAM differences tail values).
+    probe = camlib.explain(model, image, "shapcam", permutations=1)
+    rel = 2 * chain(*fan_ins(model.split("features").tail, probe.activations[None]))
     for a, b in zip(alone, together):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        assert_close_scaled(b, a, alpha_scale("shapcam", probe)[0], rel, "SHAP-CAM from a thread")
     assert not torch.allclose(alone[0], alone[1])  # different seeds, different estimates
