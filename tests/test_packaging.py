@@ -54,14 +54,25 @@ def test_requirements_txt_is_the_base_plus_the_app_and_fast_extras():
     assert set(EXTRAS["fast"]) == {"numba"}
 
 
+# Peers the benchmarks compare with only when a user installed them by hand (requirements-dev.txt says
+# how and why they are not in it); camlib imports them inside the function that uses them.
+OPTIONAL_PEERS = {"quantus"}
+
+
 def test_every_import_in_camlib_is_declared():
     """Each third-party module camlib imports comes from a distribution that pyproject.toml declares
-    (base or extra), or, for the benchmarks' peer libraries, requirements-dev.txt."""
+    (base or extra), or, for the benchmarks' peer libraries, requirements-dev.txt; an optional peer
+    (OPTIONAL_PEERS) is imported inside a function only, so that importing camlib never needs it."""
     provides = importlib.metadata.packages_distributions()
     declared = set(BASE) | {n for extra in EXTRAS.values() for n in extra} | set(_file("requirements-dev.txt"))
+    dev_text = (ROOT / "requirements-dev.txt").read_text()
+    for peer in OPTIONAL_PEERS:
+        assert f"pip install --no-deps {peer}" in dev_text, f"requirements-dev.txt must say how to install {peer}"
     undeclared = {}
     for path in sorted((ROOT / "camlib").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        top_level = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 tops = [alias.name.split(".")[0] for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -70,6 +81,9 @@ def test_every_import_in_camlib_is_declared():
                 continue
             for top in tops:
                 if top in sys.stdlib_module_names or top in ("camlib", "__future__"):
+                    continue
+                if top in OPTIONAL_PEERS:
+                    assert id(node) not in top_level, f"{path.relative_to(ROOT)}:{node.lineno} imports {top} at module level"
                     continue
                 dists = {canonicalize_name(d) for d in provides.get(top, [top])}
                 if not dists & declared:

@@ -16,7 +16,63 @@ from camlib.bench import distributed
 from camlib.bench.data import Record, load_index, select
 from camlib.bench.report import RowStore, check_config, write_config
 
-PAPER_METHODS = ("gradcam", "gradcampp", "xgradcam", "scorecam", "ablationcam", "liftcam")
+def paper_methods() -> list[str]:
+    """The methods the paper compares in its Tables 3-5 (camlib.methods.paper_methods)."""
+    from camlib.methods import paper_methods as paper
+
+    return paper()
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodRun:
+    """One requested method with its options: ``label`` names its rows (``shapcam_100``)."""
+
+    label: str
+    key: str
+    options: dict
+    title: str
+
+
+def method_runs(names: Sequence[str], options: dict) -> list[MethodRun]:
+    """The runs of the requested methods, each with the ``options`` it declares (checked against its
+    bounds; the others are not passed to it), without duplicate labels."""
+    import camlib
+
+    runs = []
+    for name in names:
+        method = camlib.get_method(name)
+        mine = method.resolve_options({k: v for k, v in options.items() if any(o.name == k for o in method.options)})
+        run = MethodRun(method.label(**mine), method.key, mine, method.label_title(**mine))
+        if run.label not in [r.label for r in runs]:
+            runs.append(run)
+    if not runs:
+        raise ValueError("no methods given")
+    return runs
+
+
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--option NAME=VALUE`` (repeatable): a method option for every requested method that has it."""
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a method option (see 'camlib methods'), given to every requested method that has it; "
+                             "repeatable, e.g. --option permutations=100")
+
+
+def parse_options(items: Sequence[str]) -> dict:
+    """``NAME=VALUE`` strings as {name: int, float or text}."""
+    options = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--option wants NAME=VALUE, got {item!r}")
+        value = value.strip()
+        for kind in (int, float):
+            try:
+                value = kind(value)
+                break
+            except ValueError:
+                continue
+        options[name.strip()] = value
+    return options
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, methods: Sequence[str] | None,
@@ -73,15 +129,17 @@ def method_key(name: str) -> str:
 
 
 def method_title(label: str) -> str:
-    """Display name of a row's method label (``shapcam_100`` -> ``SHAP-CAM (|Π|=100)``)."""
-    import camlib
+    """Display name of a row's method label for a Markdown table (``shapcam_100`` ->
+    ``SHAP-CAM (\\|Π\\|=100)``: the bars of |Π| escaped)."""
+    from camlib.methods import METHODS
 
-    if label.startswith("shapcam_"):
-        return f"SHAP-CAM (\\|Π\\|={label.split('_', 1)[1]})"
-    try:
-        return camlib.get_method(label).title
-    except ValueError:
-        return label
+    if label in METHODS:
+        return METHODS[label].title
+    for key, method in sorted(METHODS.items(), key=lambda item: -len(item[0])):
+        values = label[len(key) + 1:].split("_") if label.startswith(key + "_") else []
+        if method.label_options and len(values) == len(method.label_options):
+            return method.label_title(**dict(zip(method.label_options, values))).replace("|", "\\|")
+    return label
 
 
 class PixelSpaceNetwork(torch.nn.Module):
@@ -196,7 +254,6 @@ def start(args: argparse.Namespace, name: str, fields: Sequence[str], key: Seque
     """Set up a run: process group, model, layer, images, shard; check/write the configuration;
     read the rows already done (every rank, before any rank appends). ``optional``: columns a CSV
     of an earlier version may lack (:class:`~camlib.bench.report.RowStore`)."""
-    import camlib
 
     started = time.perf_counter()
     if args.batch_size < 1 or args.chunk_size < 1 or (args.metrics_batch is not None and args.metrics_batch < 1):

@@ -49,26 +49,29 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m camlib.bench faithfulness",
                                 description="IC / AD / ADD, insertion / deletion AUC and the energy pointing game "
                                             "of CAM methods on a folder of images with an index.csv.")
-    common.add_common_arguments(p, methods=common.PAPER_METHODS,
+    common.add_common_arguments(p, methods=common.paper_methods(),
                                 layer_help="CAM layer (default: the model's last convolutional activation)")
     p.add_argument("--steps", type=int, default=41,
                    help="insertion/deletion thresholds δ (default 41 = [0 : 0.025 : 1]; 0 skips the AUCs)")
-    p.add_argument("--permutations", type=int, default=10, help="|Π| when shapcam is among the methods")
-    p.add_argument("--shap-seed", type=int, default=0, help="orderings seed when shapcam is among the methods")
+    common.add_option_arguments(p)
+    p.add_argument("--permutations", type=int, default=None, help="shorthand for --option permutations=N")
+    p.add_argument("--shap-seed", type=int, default=None, help="shorthand for --option seed=N")
     return p
 
 
-def method_labels(args) -> list[tuple[str, str]]:
-    """(row label, engine key) per requested method, in order, without duplicates."""
-    out = []
-    for name in args.methods:
-        key = common.method_key(name)
-        label = f"shapcam_{args.permutations}" if key == "shapcam" else key
-        if label not in [lbl for lbl, _ in out]:
-            out.append((label, key))
-    if not out:
-        raise ValueError("no methods given")
-    return out
+def run_options(args) -> dict:
+    """The method options of a run: --option NAME=VALUE and the --permutations / --shap-seed shorthands."""
+    options = common.parse_options(args.option)
+    if args.permutations is not None:
+        options["permutations"] = args.permutations
+    if args.shap_seed is not None:
+        options["seed"] = args.shap_seed
+    return options
+
+
+def method_labels(args) -> list[common.MethodRun]:
+    """The requested methods with their options, in order, without duplicate labels."""
+    return common.method_runs(args.methods, run_options(args))
 
 
 def run(argv: Sequence[str] | None = None) -> dict:
@@ -80,20 +83,18 @@ def run(argv: Sequence[str] | None = None) -> dict:
     args = parser().parse_args(argv)
     if args.steps == 1 or args.steps < 0:
         raise ValueError("--steps must be 0 (no AUCs) or at least 2")
-    methods = method_labels(args)
-    config = {"steps": args.steps}
-    if any(key == "shapcam" for _, key in methods):
-        config.update(permutations=args.permutations, shap_seed=args.shap_seed)
+    runs = method_labels(args)
+    config = {"steps": args.steps, "options": {run.label: run.options for run in runs if run.options}}
     r = common.start(args, NAME, FIELDS, KEY, config, optional=OPTIONAL)
     r.config["argv"] = list(argv) if argv is not None else sys.argv[1:]
-    for label, key in methods:
-        if key == "cam" and not r.layer.linear_tail:
+    for run in runs:
+        if run.key == "cam" and not r.layer.linear_tail:
             raise ValueError(f"CAM needs a linear tail; the tail after {r.layer.name} is nonlinear")
-    todo = [(rec, label, key) for rec in r.mine for label, key in methods if (rec.file, label) not in r.done]
-    skipped = len(r.mine) * len(methods) - len(todo)
+    todo = [(rec, run.label) for rec in r.mine for run in runs if (rec.file, run.label) not in r.done]
+    skipped = len(r.mine) * len(runs) - len(todo)
     if skipped and r.env.is_main:
         common.log(f"{NAME}: resuming, {skipped} rows of rank {r.env.rank} already done")
-    pending = [rec for rec in r.mine if any((rec.file, label) not in r.done for label, _ in methods)]
+    pending = [rec for rec in r.mine if any((rec.file, run.label) not in r.done for run in runs)]
     logits_fn = r.logits_fn()
     computed = 0
     try:
@@ -101,15 +102,14 @@ def run(argv: Sequence[str] | None = None) -> dict:
             for batch in common.batches(pending, r.args.batch_size):
                 images, boxes = load_batch(args.data, batch, r.model.input_size)
                 explained = []
-                for label, key in methods:
-                    idx = [i for i, rec in enumerate(batch) if (rec.file, label) not in r.done]
+                for run in runs:
+                    idx = [i for i, rec in enumerate(batch) if (rec.file, run.label) not in r.done]
                     if not idx:
                         continue
                     sub = [batch[i] for i in idx]
-                    options = {"permutations": args.permutations, "seed": args.shap_seed} if key == "shapcam" else {}
-                    exp = camlib.explain(r.model, images[idx], key, layer=r.layer.name, target=r.targets(sub),
-                                         batch_size=args.chunk_size, **options)
-                    explained.append((label, idx, exp))
+                    exp = camlib.explain(r.model, images[idx], run.key, layer=r.layer.name, target=r.targets(sub),
+                                         batch_size=args.chunk_size, **run.options)
+                    explained.append((run.label, idx, exp))
                 rows = score(metrics, logits_fn, images, boxes, explained, args.steps, r.metrics_batch)
                 for row in rows:
                     row["image"] = batch[row.pop("index")].file
@@ -214,7 +214,7 @@ def paired_table(rows: list[dict], labels: Sequence[str], reference: str, column
 
 
 def markdown(r, rows: list[dict]) -> str:
-    labels = [label for label, _ in method_labels(r.args)]
+    labels = [run.label for run in method_labels(r.args)]
     rows = common.selected_rows(r, rows)
     n_images = len({row["image"] for row in rows})
     tail = "linear" if r.layer.linear_tail else "nonlinear"

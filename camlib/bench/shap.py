@@ -69,7 +69,7 @@ def agreement_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m camlib.bench shap-agreement",
                                 description="Cosine similarity of each method's coefficients to SHAP-CAM "
                                             "with many orderings (the paper's Table 2).")
-    common.add_common_arguments(p, methods=common.PAPER_METHODS,
+    common.add_common_arguments(p, methods=common.paper_methods(),
                                 layer_help="CAM layer (default: the first preset layer with a nonlinear tail, "
                                            "blocks.6 for EfficientNet-Lite0)")
     p.add_argument("--permutations", type=int, default=1000, help="|Π| of the reference SHAP-CAM (default 1000)")

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from camlib.bench import common
-from camlib.bench.faithfulness import method_labels, nonconstant_section, paired_section, table
+from camlib.bench.faithfulness import nonconstant_section, paired_section, table
 from camlib.bench.report import RowStore, check_config, constant_cell, markdown_table, write_config
 from camlib.vqa import scenes
 
@@ -75,11 +75,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=100, metavar="N", help="number of held-out questions (default 100)")
     p.add_argument("--seed", type=int, default=TEST_QUESTION_SEED,
                    help="question seed of the held-out scenes (default %(default)s: the documented held-out set)")
-    p.add_argument("--methods", nargs="*", default=[*common.PAPER_METHODS, "shapcam"], metavar="METHOD",
+    p.add_argument("--methods", nargs="*", default=[*common.paper_methods(), "shapcam"], metavar="METHOD",
                    help="CAM methods (default: the paper's six and SHAP-CAM, which is the cosine reference)")
     p.add_argument("--permutations", type=int, default=1000,
-                   help="|Π| of the reference SHAP-CAM (default %(default)s)")
-    p.add_argument("--shap-seed", type=int, default=0, help="seed of the reference's orderings (default 0)")
+                   help="|Π| of the reference SHAP-CAM, and of every method with a permutations option "
+                        "(default %(default)s)")
+    p.add_argument("--shap-seed", type=int, default=0,
+                   help="seed of the reference's orderings, and of every method with a seed option (default 0)")
+    common.add_option_arguments(p)
     p.add_argument("--target", choices=("predicted", "truth"), default="predicted",
                    help="answer to explain and score: the model's (default, as the paper) or the true one")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
@@ -139,8 +142,9 @@ def run(argv: Sequence[str] | None = None) -> dict:
     args = parser().parse_args(argv)
     if args.n < 1 or args.permutations < 1 or args.chunk_size < 1 or (args.metrics_batch or 1) < 1:
         raise ValueError("--n, --permutations, --chunk-size and --metrics-batch must be at least 1")
-    labels = method_labels(args)
-    if any(key == "cam" for _, key in labels):
+    labels = [(run.label, run.key, run.options) for run in common.method_runs(
+        args.methods, {**common.parse_options(args.option), "permutations": args.permutations, "seed": args.shap_seed})]
+    if any(key == "cam" for _, key, _ in labels):
         raise ValueError("CAM needs a linear tail; the VQA model's tail is nonlinear")
     started = time.perf_counter()
     model = camlib.load_model("vqa_shapes", device=args.device)
@@ -156,7 +160,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_config(out / f"{NAME}.config.json", config)
     items = list(heldout_questions(args.n, args.seed))
-    todo = [(qid, label) for qid, _, _ in items for label, _ in labels if (qid, label) not in done]
+    todo = [(qid, label) for qid, _, _ in items for label, _, _ in labels if (qid, label) not in done]
     skipped = len(items) * len(labels) - len(todo)
     if skipped:
         common.log(f"{NAME}: resuming, {skipped} rows already done")
@@ -169,7 +173,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     try:
         with tqdm(total=len(todo), desc=NAME, unit="row", dynamic_ncols=True, disable=args.no_progress) as bar:
             for qid, scene, question in items:
-                pending = [(label, key) for label, key in labels if (qid, label) not in done]
+                pending = [(label, key, options) for label, key, options in labels if (qid, label) not in done]
                 if not pending:
                     continue
                 image = scenes.to_tensor(scene.image).to(model.device)
@@ -181,8 +185,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
                 bar.set_postfix_str(qid)
                 predicted = int(reference.logits.argmax(dim=1)[0])
                 explanations = [reference if key == "shapcam" else camlib.explain(
-                    model, image, key, target=reference.target, question=question.text, batch_size=args.chunk_size)
-                    for _, key in pending]
+                    model, image, key, target=reference.target, question=question.text, batch_size=args.chunk_size,
+                    **options) for _, key, options in pending]
                 values = score(model, image, question, explanations, reference, args.metrics_batch)
                 rows = [{"question_id": qid, "scene_seed": scene.seed, "family": question.family,
                          "question": question.text, "answer": question.answer,
@@ -191,7 +195,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
                          "correct": int(model.class_names[predicted] == question.answer),
                          "mask_fraction": float(question.evidence_mask.mean()), "method": label,
                          **value, "seconds": exp.seconds}
-                        for (label, _), exp, value in zip(pending, explanations, values)]
+                        for (label, _, _), exp, value in zip(pending, explanations, values)]
                 store.append(rows)
                 computed += len(rows)
                 bar.update(len(rows))
@@ -200,7 +204,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     ids = {qid for qid, _, _ in items}
     rows = [row for row in store.merge() if row["question_id"] in ids]
     argv_used = list(argv) if argv is not None else sys.argv[1:]
-    text = markdown(rows, [label for label, _ in labels], args, argv_used, model)
+    text = markdown(rows, [label for label, _, _ in labels], args, argv_used, model)
     (out / f"{NAME}.md").write_text(text, encoding="utf-8")
     common.log(f"{NAME}: {len(rows)} rows in {store.path}, table in {out / f'{NAME}.md'} "
                f"({time.perf_counter() - started:.1f} s this invocation)")

@@ -50,6 +50,8 @@ class Option:
     minimum: int | float | None = None
     maximum: int | float | None = None
     help: str = ""
+    #: How titles write the option (SHAP-CAM's ``permutations`` is the paper's ``|Π|``); else its name.
+    symbol: str = ""
 
     def check(self, value, method: str = ""):
         """``value`` as the option's type, or a ValueError naming the option and its bounds."""
@@ -84,6 +86,9 @@ class Method:
     #: Whether the evaluations are of the whole network (Score-CAM) rather than of the tail.
     network_passes: bool = False
     options: tuple[Option, ...] = ()
+    #: The options whose value changes what is estimated, so that benchmark rows name them
+    #: (SHAP-CAM's ``permutations``: ``shapcam_100``).
+    label_options: tuple[str, ...] = ()
     default: bool = False
     paper: bool = False
 
@@ -117,9 +122,20 @@ class Method:
         return int(options["samples"]) if options.get("samples") else int(n_maps)
 
     def label(self, **options) -> str:
-        """The method's name in benchmark rows: the key, with the value of an option that changes
-        what is estimated (SHAP-CAM's |Π|: ``shapcam_100``)."""
-        return self.key
+        """The method's name in benchmark rows: the key, with the values of its ``label_options``
+        (SHAP-CAM's |Π|: ``shapcam_100``)."""
+        return "_".join([self.key, *(str(self._value(n, options)) for n in self.label_options)])
+
+    def label_title(self, **options) -> str:
+        """The title with the values of its ``label_options``, each written by its option's symbol:
+        "SHAP-CAM (|Π|=100)"."""
+        if not self.label_options:
+            return self.title
+        parts = (f"{self.option(n).symbol or n}={self._value(n, options)}" for n in self.label_options)
+        return f"{self.title} ({', '.join(parts)})"
+
+    def _value(self, name: str, options: dict):
+        return options[name] if name in options else self.option(name).default
 
     def coefficients(self, q: Quantities, **options) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError

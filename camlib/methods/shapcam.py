@@ -22,11 +22,9 @@ class ShapCAM(Method):
     summary = "Shapley values of the maps, averaged over random orderings (Algorithm 1)"
     needs = frozenset({Need.GAME})
     cost = Cost.PER_ORDERING
-    options = (Option("permutations", 10, 1, 1_000_000, "number of random orderings |Π|"),
+    options = (Option("permutations", 10, 1, 1_000_000, "number of random orderings |Π|", symbol="|Π|"),
                Option("seed", 0, 0, 2**32 - 1, "seed of the orderings"))
-
-    def label(self, permutations: int = 10, **options) -> str:
-        return f"{self.key}_{int(permutations)}"
+    label_options = ("permutations",)
 
     def coefficients(self, q: Quantities, permutations: int, seed: int) -> torch.Tensor:
         orders = sample_permutations(q.n_maps, permutations, seed)
