@@ -5,17 +5,20 @@
 from __future__ import annotations
 
 from camlib.methods.ablationcam import AblationCAM
+from camlib.methods.antishapcam import AntiShapCAM
 from camlib.methods.base import Cost, Method, Option
 from camlib.methods.gradcam import CAM, GradCAM
 from camlib.methods.gradcampp import GradCAMPlusPlus
 from camlib.methods.liftcam import LiftCAM
 from camlib.methods.scorecam import ScoreCAM
 from camlib.methods.shapcam import ShapCAM
+from camlib.methods.stratshapcam import StratShapCAM
 from camlib.methods.xgradcam import XGradCAM
 
 #: Every method, in the order front ends show them.
 METHODS: dict[str, Method] = {m.key: m for m in (
-    GradCAM(), GradCAMPlusPlus(), XGradCAM(), ScoreCAM(), AblationCAM(), LiftCAM(), ShapCAM(), CAM())}
+    GradCAM(), GradCAMPlusPlus(), XGradCAM(), ScoreCAM(), AblationCAM(), LiftCAM(), ShapCAM(), AntiShapCAM(), StratShapCAM(),
+    CAM())}
 
 
 def _normal(name: str) -> str:

@@ -140,7 +140,7 @@ def test_scorecam_gradcampp_xgradcam_match_pytorch_grad_cam(tiny):
 
 def test_every_method_is_registered_with_a_title():
     assert set(list_methods()) == {"gradcam", "gradcampp", "xgradcam", "scorecam", "ablationcam", "liftcam",
-                                   "shapcam", "cam"}
+                                   "shapcam", "antishapcam", "stratshapcam", "cam"}
     assert get_method("Grad-CAM++").key == "gradcampp"
     assert get_method("LIFT-CAM").key == "liftcam"
     with pytest.raises(ValueError, match="unknown method"):
