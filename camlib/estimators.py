@@ -49,7 +49,8 @@ REFERENCE = "shapcam"
 @dataclasses.dataclass(frozen=True)
 class Curve:
     """A sampling estimator against its budget: ``evaluations`` (n,) nominal tail evaluations per
-    image, ``cosine`` and ``seconds`` (S, n), one row per seed (``seeds``)."""
+    image, ``cosine`` and ``seconds`` (S, n), one row per seed (``seeds``), and the ``estimates``
+    α themselves (S, n, K) float32."""
 
     key: str
     title: str
@@ -57,6 +58,7 @@ class Curve:
     cosine: torch.Tensor
     seconds: torch.Tensor
     seeds: tuple[int, ...]
+    estimates: torch.Tensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,14 +200,15 @@ def compare_estimators(model, image, layer: str | None = None, target=None, *, o
     info = model.layer_info(layer)
     k = info.shape[0]
     methods = {key: METHODS[key] for key in [*samplers, *points]}
-    work = {REFERENCE: METHODS[REFERENCE].evaluations(k, permutations=reference_permutations)}
+    reference_work = METHODS[REFERENCE].evaluations(k, permutations=reference_permutations)
+    work = {}
     for key in samplers:
         m = methods[key]
         budgets = [orderings] if m.cost is Cost.PER_ORDERING else budget_grid(orderings)
         work[key] = seeds * sum(m.evaluations(k, **budget_options(m, k, b)) for b in budgets)
     for key in points:
         work[key] = methods[key].evaluations(k)
-    total, done = float(sum(work.values())), [0.0]
+    total, done = float(reference_work + sum(work.values())), [0.0]
 
     def part(amount: float):
         def report(fraction: float) -> None:
@@ -223,8 +226,8 @@ def compare_estimators(model, image, layer: str | None = None, target=None, *, o
                               progress=report, **options, **inputs)
 
     target_index = target
-    reference_exp = run(REFERENCE, part(work[REFERENCE]), permutations=reference_permutations, seed=reference_seed)
-    finish(work[REFERENCE])
+    reference_exp = run(REFERENCE, part(reference_work), permutations=reference_permutations, seed=reference_seed)
+    finish(reference_work)
     target_index = int(reference_exp.target)
     reference = reference_exp.coefficients.double().cpu()
 
@@ -233,13 +236,14 @@ def compare_estimators(model, image, layer: str | None = None, target=None, *, o
         m = methods[key]
         seed_values = tuple(reference_seed + 1 + s for s in range(seeds))
         seeded = any(o.name == "seed" for o in m.options)
-        rows_cos, rows_sec = [], []
+        rows_cos, rows_sec, rows_est = [], [], []
         if m.cost is Cost.PER_ORDERING:
             evaluations = torch.tensor([m.evaluations(k, permutations=p) for p in range(1, orderings + 1)])
             for s in seed_values:
                 report, marks = _timed_progress(part(work[key] / seeds))
                 exp = run(key, report, permutations=orderings, **({"seed": s} if seeded else {}))
                 running = exp.info["running"][:, 0].double().cpu()  # (P, K)
+                rows_est.append(running.float())
                 rows_cos.append(cosine_similarity(running, reference).double())
                 rows_sec.append(_seconds_along(marks, exp.seconds, orderings))
                 finish(work[key] / seeds)
@@ -248,16 +252,19 @@ def compare_estimators(model, image, layer: str | None = None, target=None, *, o
             options = [budget_options(m, k, b) for b in grid]
             evaluations = torch.tensor([m.evaluations(k, **o) for o in options])
             for s in seed_values:
-                cos, sec = [], []
+                cos, sec, est = [], [], []
                 for o in options:
                     amount = m.evaluations(k, **o)
                     exp = run(key, part(amount), **o, **({"seed": s} if seeded else {}))
+                    est.append(exp.coefficients.float().cpu())
                     cos.append(float(cosine_similarity(exp.coefficients.double().cpu(), reference)))
                     sec.append(exp.seconds)
                     finish(amount)
                 rows_cos.append(torch.tensor(cos, dtype=torch.float64))
                 rows_sec.append(torch.tensor(sec, dtype=torch.float64))
-        curves[key] = Curve(key, m.title, evaluations, torch.stack(rows_cos), torch.stack(rows_sec), seed_values)
+                rows_est.append(torch.stack(est))
+        curves[key] = Curve(key, m.title, evaluations, torch.stack(rows_cos), torch.stack(rows_sec), seed_values,
+                            torch.stack(rows_est))
 
     found, skipped = {}, {}
     for key in points:
@@ -272,5 +279,5 @@ def compare_estimators(model, image, layer: str | None = None, target=None, *, o
         finish(work[key])
     return Comparison(layer=info.name, target=target_index, n_maps=k, linear_tail=info.linear_tail,
                       reference=reference, reference_permutations=reference_permutations,
-                      reference_seed=reference_seed, reference_evaluations=work[REFERENCE],
+                      reference_seed=reference_seed, reference_evaluations=reference_work,
                       reference_seconds=reference_exp.seconds, curves=curves, points=found, skipped=skipped)
