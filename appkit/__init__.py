@@ -22,4 +22,4 @@ from appkit.models import DEFAULT_MODEL, IMAGE_MODELS, get_model, model_status, 
 from appkit.compute import BATCH_SIZE, PREDICTED, predictions, top_classes, target_options, target_label, explanation, activations, map_saliency, activation_map, coefficient_table, top_maps, cosine, faithfulness, pointing_game, explanation_images  # noqa: F401
 from appkit.exports import overlay_image, activation_overlay, draw_boxes, overlay_png, coefficients_csv  # noqa: F401
 from appkit.figures import POSITIVE, NEGATIVE, coefficient_figure, selected_map, insertion_deletion_figure, probability_figure  # noqa: F401
-from appkit.estimators import REFERENCE_CHOICES, decade_ticks, estimator_comparison, estimators_figure, reading, snapshot_budget  # noqa: F401
+from appkit.estimators import REFERENCE_CHOICES, SAMPLED_ORDERINGS, decade_ticks, estimator_comparison, estimators_figure, reading, snapshot_budget  # noqa: F401

@@ -23,6 +23,9 @@ from camlib import estimators
 
 #: Choices of the reference's orderings (SHAP-CAM_|Π|) offered by the page.
 REFERENCE_CHOICES = (100, 200, 500, 1000, 2000)
+#: The largest budget of the coalition estimators on the page, in orderings: each of their budgets is
+#: a run of its own and each coalition a tail evaluation (no prefix shortcut), so they stop earlier.
+SAMPLED_ORDERINGS = 10
 #: One colour per sampling estimator (in the order of camlib.estimators.sampling_methods()), then
 #: one per point.
 CURVE_COLORS = ("#e8593c", "#2a9d8f", "#7b4fd6", "#e9a23b", "#3d7bd9", "#8c564b")
@@ -55,6 +58,7 @@ def estimator_comparison(model_name: str, image_key: str, _image, layer: str, ta
     inputs = {} if question is None else {"question": question}
     result = estimators.compare_estimators(model, image, layer, int(target), orderings=int(orderings), seeds=int(seeds),
                                            reference_permutations=int(reference_permutations),
+                                           sampled_orderings=min(int(orderings), SAMPLED_ORDERINGS),
                                            batch_size=BATCH_SIZE, progress=_progress, **inputs)
     methods = camlib.methods.METHODS
     return {

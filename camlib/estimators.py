@@ -181,20 +181,24 @@ def _seconds_along(marks: list, total: float, count: int) -> torch.Tensor:
 def compare_estimators(model, image, layer: str | None = None, target=None, *, orderings: int = 100,
                        seeds: int = 3, reference_permutations: int = 1000, reference_seed: int = 0,
                        samplers: Sequence[str] | None = None, points: Sequence[str] | None = None,
-                       batch_size: int = 64, progress: Callable[[float], None] | None = None,
-                       **inputs) -> Comparison:
+                       sampled_orderings: int | None = None, batch_size: int = 64,
+                       progress: Callable[[float], None] | None = None, **inputs) -> Comparison:
     """Cosine to SHAP-CAM_``reference_permutations`` against tail evaluations, for one image.
 
     ``image``: what :func:`camlib.explain` takes, one image. ``orderings``: the largest budget, in
     orderings (p (K + 1) evaluations); ``seeds``: runs per sampling estimator (the band);
     ``samplers`` / ``points``: method keys (default :func:`sampling_methods` / :func:`point_methods`);
+    ``sampled_orderings``: the largest budget of the coalition estimators (default ``orderings``; each
+    of their budgets is a run of its own, and each coalition a tail evaluation without the
+    prefixes' shortcuts, so a front end may keep it smaller);
     ``inputs``: model inputs (``question`` for the VQA model, held fixed). ``progress``: the fraction
     done, by nominal tail evaluations. See the module docstring for what is measured.
     """
     import camlib
 
-    if orderings < 1 or seeds < 1 or reference_permutations < 1:
-        raise ValueError("orderings, seeds and reference_permutations must be at least 1")
+    sampled_orderings = orderings if sampled_orderings is None else sampled_orderings
+    if min(orderings, seeds, reference_permutations, sampled_orderings) < 1:
+        raise ValueError("orderings, seeds, reference_permutations and sampled_orderings must be at least 1")
     samplers = sampling_methods() if samplers is None else [camlib.get_method(k).key for k in samplers]
     points = point_methods() if points is None else [camlib.get_method(k).key for k in points]
     info = model.layer_info(layer)
@@ -204,7 +208,7 @@ def compare_estimators(model, image, layer: str | None = None, target=None, *, o
     work = {}
     for key in samplers:
         m = methods[key]
-        budgets = [orderings] if m.cost is Cost.PER_ORDERING else budget_grid(orderings)
+        budgets = [orderings] if m.cost is Cost.PER_ORDERING else budget_grid(sampled_orderings)
         work[key] = seeds * sum(m.evaluations(k, **budget_options(m, k, b)) for b in budgets)
     for key in points:
         work[key] = methods[key].evaluations(k)
@@ -248,8 +252,7 @@ def compare_estimators(model, image, layer: str | None = None, target=None, *, o
                 rows_sec.append(_seconds_along(marks, exp.seconds, orderings))
                 finish(work[key] / seeds)
         else:
-            grid = budget_grid(orderings)
-            options = [budget_options(m, k, b) for b in grid]
+            options = [budget_options(m, k, b) for b in budget_grid(sampled_orderings)]
             evaluations = torch.tensor([m.evaluations(k, **o) for o in options])
             for s in seed_values:
                 cos, sec, est = [], [], []

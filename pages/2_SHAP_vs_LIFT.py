@@ -38,7 +38,8 @@ with st.sidebar.form("estimators_form"):
     orderings = st.slider("Largest budget (orderings of the maps)", 1, 200, 50, key="est_orderings",
                           persist_state="session",
                           help=f"Each ordering is nominally {info.shape[0] + 1} evaluations of the network's tail "
-                               "(one per map, plus the empty set); coalition methods get as many samples.")
+                               "(one per map, plus the empty set); coalition methods get as many samples, up to "
+                               f"{appkit.SAMPLED_ORDERINGS} orderings' worth (each sample is a tail evaluation).")
     seeds = st.slider("Seeds (for the band)", 1, 5, 3, key="est_seeds", persist_state="session")
     reference = st.select_slider("Reference: SHAP-CAM with … orderings", appkit.REFERENCE_CHOICES, 1000,
                                  key="est_reference", persist_state="session",

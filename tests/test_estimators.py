@@ -100,6 +100,9 @@ def test_curves_and_points_are_the_methods_own_values(tiny, fake_samples):
     assert abs(result.points["liftcam"].cosine - float(camlib.metrics.cosine_similarity(lift, reference))) <= 1e-6
     assert set(result.skipped) == {"cam"} and "linear" in result.skipped["cam"]
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and 0 <= seen[0]
+    shorter = estimators.compare_estimators(tiny, image, target=1, orderings=5, seeds=1, reference_permutations=60,
+                                            samplers=["shapcam", fake_samples], points=[], sampled_orderings=2)
+    assert shorter.curves[fake_samples].evaluations.tolist() == [7, 14] and shorter.curves["shapcam"].cosine.shape == (1, 5)
 
 
 def test_linear_tail_every_estimator_is_exact():

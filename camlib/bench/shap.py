@@ -91,7 +91,9 @@ def agreement_parser() -> argparse.ArgumentParser:
                         "another seed than the reference's; default: 1 10 100; none: skip them)")
     p.add_argument("--samplers", nargs="*", default=None, metavar="METHOD",
                    help="sampling estimators to compare at those budgets (default: every method with a budget "
-                        "option: " + " ".join(sampling_methods()) + "; none: only --methods)")
+                        "option: " + " ".join(sampling_methods()) + "; none: only --methods). A coalition "
+                        "estimator evaluates each of its P (K + 1) coalitions: at P = 100 that can take minutes "
+                        "per image")
     return p
 
 
