@@ -148,48 +148,6 @@ def top_maps(coefficients: np.ndarray, k: int) -> list[int]:
     return [int(i) for i in np.argsort(-np.abs(finite(coefficients)), kind="stable")[:k]]
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def shap_convergence(model_name: str, image_key: str, _image: Image.Image, layer: str, target: int,
-                     permutations: int, seeds: int, _progress=None) -> dict:
-    """SHAP-CAM_|Π| for |Π| = 1..``permutations`` and ``seeds`` seeds (0, 1, ...), summarised.
-
-    Returns ``perms`` (P,), ``cos_lift`` and ``cos_pooled`` (S, P): the cosine similarity of each
-    running estimate to LIFT-CAM's coefficients and to the pooled estimate (all seeds' orderings
-    together, S·P of them), ``pooled`` (K,), ``snapshots`` {|Π|: α (K,)} of seed 0 and ``seconds``.
-    """
-    model = get_model(model_name)
-    x = _tensor(_image, model)
-    lift = camlib.explain(model, x, "liftcam", layer=layer, target=int(target)).coefficients.double().cpu()
-    start = time.perf_counter()
-    runs = []
-    for s in range(int(seeds)):
-        def report(fraction: float, s=s) -> None:
-            if _progress is not None:
-                _progress((s + fraction) / seeds)
-        exp = camlib.explain(model, x, "shapcam", layer=layer, target=int(target), batch_size=BATCH_SIZE,
-                             progress=report, permutations=int(permutations), seed=s)
-        runs.append(exp.info["running"][:, 0].double().cpu())  # (P, K)
-    running = torch.stack(runs)  # (S, P, K)
-    pooled = running[:, -1].mean(0)
-    perms = np.arange(1, int(permutations) + 1)
-    snapshots = {int(p): finite(running[0, p - 1].numpy()) for p in snapshot_counts(int(permutations))}
-    return {
-        "perms": perms,
-        "cos_lift": finite(metrics.cosine_similarity(running, lift).numpy()),
-        "cos_pooled": finite(metrics.cosine_similarity(running, pooled).numpy()),
-        "pooled": finite(pooled.numpy()),
-        "lift": finite(lift.numpy()),
-        "snapshots": snapshots,
-        "seconds": time.perf_counter() - start,
-    }
-
-
-def snapshot_counts(permutations: int) -> list[int]:
-    """|Π| values whose SHAP-CAM maps are shown: 1, 10, 100, ... up to and including the maximum."""
-    counts = [p for p in (1, 5, 10, 50, 100, 500) if p < permutations][-3:]
-    return [*counts, permutations]
-
-
 def cosine(a, b) -> float:
     return float(metrics.cosine_similarity(torch.as_tensor(finite(a)), torch.as_tensor(finite(b))))
 

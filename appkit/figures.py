@@ -1,4 +1,5 @@
-"""The plotly figures: coefficient bars, convergence, insertion/deletion curves, top-5."""
+"""The plotly figures: coefficient bars, insertion/deletion curves, top-5 (the estimators page's
+figure is in :mod:`appkit.estimators`)."""
 
 from __future__ import annotations
 
@@ -57,33 +58,6 @@ def selected_map(event) -> int | None:
         except (TypeError, ValueError, KeyError, AttributeError):
             continue
     return None
-
-
-def convergence_figure(result: dict, reference: str, lines: dict[str, float]) -> go.Figure:
-    """Cosine similarity of SHAP-CAM_|Π| to ``reference`` ("lift" or "pooled") against |Π|: the mean
-    over seeds with a ±1 std band, and horizontal lines for other methods' coefficients."""
-    curves = result["cos_lift"] if reference == "lift" else result["cos_pooled"]
-    perms = result["perms"]
-    mean, std = curves.mean(0), curves.std(0)
-    seeds = curves.shape[0]
-    name = "LIFT-CAM" if reference == "lift" else f"SHAP-CAM pooled ({seeds}×{perms[-1]} orderings)"
-    fig = go.Figure()
-    if seeds > 1:
-        fig.add_trace(go.Scatter(x=np.concatenate([perms, perms[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
-                                 fill="toself", fillcolor="rgba(232,89,60,0.25)", line={"width": 0},
-                                 hoverinfo="skip", name=f"± 1 std over {seeds} seeds"))
-    fig.add_trace(go.Scatter(x=perms, y=mean, mode="lines", line={"color": POSITIVE, "width": 2},
-                             name=f"SHAP-CAM<sub>|Π|</sub> (mean of {seeds} seed{'s' if seeds > 1 else ''})",
-                             hovertemplate="|Π| = %{x}<br>cos = %{y:.4f}<extra></extra>"))
-    palette = ["#7fc97f", "#beaed4", "#fdc086", "#ffff99", "#4c8ef5"]
-    for i, (label, value) in enumerate(lines.items()):
-        fig.add_hline(y=value, line={"dash": "dash", "color": palette[i % len(palette)], "width": 1.5},
-                      annotation_text=f"{label}: {value:.3f}", annotation_position="bottom right" if i % 2 else "top right")
-    fig.update_layout(height=400, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      xaxis={"title": "number of orderings |Π|", "type": "log" if perms[-1] >= 20 else "linear"},
-                      yaxis={"title": f"cosine similarity to {name}"},
-                      legend={"orientation": "h", "y": -0.25})
-    return fig
 
 
 def insertion_deletion_figure(result: dict) -> go.Figure:

@@ -1,4 +1,5 @@
-"""SHAP-CAM vs LIFT-CAM: how fast sampled orderings approach the SHAP values, and how close LIFT-CAM is."""
+"""The estimators page (grown from "SHAP-CAM vs LIFT-CAM"): how close each estimator of the maps' SHAP
+values gets to them for its number of tail evaluations, on the current image, layer and class."""
 
 import streamlit as st
 
@@ -10,13 +11,14 @@ model, layer, target, image = sel["model"], sel["layer"], sel["target"], sel["im
 name = sel["model_name"]
 info = model.layer_info(layer)
 
-st.title("SHAP-CAM vs LIFT-CAM")
+st.title("SHAP estimators: accuracy for the cost")
 st.markdown(
-    "SHAP-CAM<sub>|Π|</sub> averages each map's marginal contribution over |Π| random orderings of the maps "
-    "(Algorithm 1); the curve shows how similar (cosine) those running estimates are to LIFT-CAM's coefficients, "
-    "which cost a single backward pass, with a band for the spread across random seeds. "
-    "When the network after the layer is linear every ordering gives the same, exact answer, so the curve is flat "
-    "at 1 from the first ordering: LIFT-CAM *is* the SHAP value there.", unsafe_allow_html=True)
+    "The SHAP value of an activation map is its average contribution to the class score over every order in "
+    "which the maps could be switched on (the paper's Eq. 6). It can be *estimated*: SHAP-CAM averages over "
+    "random orderings (Algorithm 1), its antithetic and stratified samplers choose the orderings so that their "
+    "errors cancel, and coalition methods fit a linear model to random subsets of maps; or *approximated* in one "
+    "pass (LIFT-CAM, the Grad-CAM family) or with one evaluation per map (Ablation-CAM). The chart shows how "
+    "close each one gets to the SHAP values for the work it does.")
 st.caption(f"{image.title} · {model.title} · layer {layer} ({'×'.join(map(str, info.shape))}) · "
            f"class {sel['target_name']}")
 
@@ -27,56 +29,65 @@ def go_inner_layer(name: str) -> None:
 
 suggestion = next((n for n in model.preset_layers if not model.layer_info(n).linear_tail), None)
 if info.linear_tail:
-    st.info(f"The tail after **{layer}** is linear, so SHAP-CAM is exact with one ordering and the curve is flat at 1. "
-            "Pick an inner layer to see it converge.")
+    st.info(f"The network after **{layer}** is linear, so every ordering estimator is exact here: every ordering "
+            "gives the SHAP values and LIFT-CAM equals them (the coalition estimators still need about as many "
+            "coalitions as maps). Pick an inner layer to see the estimators differ.")
     if suggestion:
         st.button(f"Use layer {suggestion}", on_click=go_inner_layer, args=(suggestion,), type="primary")
 
-with st.sidebar.form("shap_form"):
-    perms = st.slider("Largest |Π| (orderings)", 1, 500, 50, key="shap_perms", persist_state="session",
-                      help="Each ordering costs one pass of the tail per map (fewer with camlib's incremental "
-                           "evaluation).")
-    seeds = st.slider("Seeds (for the band)", 1, 5, 3, key="shap_seeds", persist_state="session")
+with st.sidebar.form("estimators_form"):
+    orderings = st.slider("Largest budget (orderings of the maps)", 1, 200, 50, key="est_orderings",
+                          persist_state="session",
+                          help=f"Each ordering is nominally {info.shape[0] + 1} evaluations of the network's tail "
+                               "(one per map, plus the empty set); coalition methods get as many samples, up to "
+                               f"{appkit.SAMPLED_ORDERINGS} orderings' worth (each sample is a tail evaluation).")
+    seeds = st.slider("Seeds (for the band)", 1, 5, 3, key="est_seeds", persist_state="session")
+    reference = st.select_slider("Reference: SHAP-CAM with … orderings", appkit.REFERENCE_CHOICES, 1000,
+                                 key="est_reference", persist_state="session",
+                                 help="The stand-in for the exact SHAP values; more orderings, a closer reference "
+                                      "and a longer wait.")
     st.form_submit_button("Apply", type="primary")
 
-status = st.empty()  # progress bars while computing, cleared afterwards
+status = st.empty()  # the progress bar while computing, cleared afterwards
 with status.container():
-    bar = appkit.progress_bar(st, f"SHAP-CAM: {seeds} seed(s) × {perms} orderings of {info.shape[0]} maps")
+    bar = appkit.progress_bar(st, f"{seeds} seed(s) × {orderings} orderings of {info.shape[0]} maps, and the "
+                                  f"reference ({reference} orderings)")
     try:
-        result = appkit.shap_convergence(name, image.key, image.image, layer, target, perms, seeds, _progress=bar)
-        others = {}
-        for method in ("gradcam", "xgradcam", "ablationcam", "liftcam"):
-            progress = appkit.progress_bar(st, appkit.method_title(method)) if method in appkit.SLOW_METHODS else None
-            others[method] = appkit.explanation(name, image.key, image.image, method, layer, target,
-                                                _progress=progress)["coefficients"]
+        result = appkit.estimator_comparison(name, image.key, image.image, layer, target, orderings, seeds, reference,
+                                             _progress=bar)
     except Exception as exc:  # never a traceback on screen
-        st.error(f"SHAP-CAM failed: {type(exc).__name__}: {exc}")
+        st.error(f"The comparison failed: {type(exc).__name__}: {exc}")
         st.stop()
 status.empty()
 
-reference = st.segmented_control("Reference", ["lift", "pooled"], default="lift", key="shap_reference",
-                                 persist_state="session", required=True,
-                                 format_func=lambda r: "LIFT-CAM" if r == "lift" else "SHAP-CAM, all orderings pooled")
-ref_vector = result["lift"] if reference == "lift" else result["pooled"]
-lines = {appkit.method_title(m): appkit.cosine(alpha, ref_vector) for m, alpha in others.items()
-         if not (m == "liftcam" and reference == "lift")}
-st.plotly_chart(appkit.convergence_figure(result, reference, lines), key="convergence")
+st.plotly_chart(appkit.estimators_figure(result), key="estimators")
+st.markdown(appkit.reading(result, sel["target_name"]))
 
-final = result["cos_lift"][:, -1]
+points = result["points"]
 a, b, c = st.columns(3)
-a.metric(f"cos(SHAP-CAM_{perms}, LIFT-CAM)", appkit.fmt_fixed(final.mean()),
-         help=f"mean over {seeds} seed(s); std {appkit.fmt(final.std(), 2)}")
-b.metric("cos(LIFT-CAM, pooled SHAP-CAM)", appkit.fmt_fixed(appkit.cosine(result["lift"], result["pooled"])))
-c.metric("time for all orderings", f"{result['seconds']:.1f} s")
+a.metric("Reference: tail evaluations", f"{result['reference_evaluations']:,}",
+         help=f"SHAP-CAM with {reference} orderings: {result['reference_seconds']:.1f} s")
+if "liftcam" in points:
+    b.metric("LIFT-CAM: cosine to the reference", appkit.fmt_fixed(points["liftcam"]["cosine"]),
+             help=f"one pass, {points['liftcam']['seconds']:.3f} s")
+slowest = max(result["curves"].values(), key=lambda c: float(c["seconds"].mean(0)[-1]), default=None)
+if slowest is not None:
+    c.metric("Longest estimator run", f"{float(slowest['seconds'].mean(0)[-1]):.1f} s",
+             help=f"{slowest['title']} with the largest budget, per seed")
 
-st.subheader("The maps")
+count = appkit.snapshot_budget(result)
+st.subheader(f"The maps, with {count} ordering{'s' if count > 1 else ''}")
 maps = appkit.activations(name, image.key, image.image, layer)
-snaps = result["snapshots"]
-cols = st.columns(len(snaps) + 1)
-for col, (count, alpha) in zip(cols, snaps.items()):
+shown = [(f"Reference (SHAP-CAM, {reference} orderings)", result["reference"])]
+shown += [(f"{c['title']}, {count} (seed 1) · cos {appkit.fmt_fixed(c['cosine'][0][count - 1], 3)}",
+           c["estimates"][0][count - 1]) for c in result["curves"].values() if c["cost"] == "orderings"]
+if "liftcam" in points:
+    lift = appkit.explanation(name, image.key, image.image, "liftcam", layer, target)
+    shown.append((f"LIFT-CAM (one pass) · cos {appkit.fmt_fixed(points['liftcam']['cosine'], 3)}",
+                  lift["coefficients"]))
+cols = st.columns(len(shown))
+for col, (caption, alpha) in zip(cols, shown):
     saliency, _ = appkit.map_saliency(alpha, maps, model.input_size)
-    col.image(appkit.overlay_image(image.image, saliency, 0.5), width="stretch",
-              caption=f"SHAP-CAM, |Π| = {count} (seed 0) · cos to LIFT {appkit.cosine(alpha, result['lift']):.3f}")
-lift_saliency, _ = appkit.map_saliency(result["lift"], maps, model.input_size)
-cols[-1].image(appkit.overlay_image(image.image, lift_saliency, 0.5), caption="LIFT-CAM (one backward pass)",
-               width="stretch")
+    col.image(appkit.overlay_image(image.image, saliency, 0.5), width="stretch", caption=caption)
+if result["skipped"]:
+    st.caption("Not shown: " + "; ".join(f"{appkit.method_title(k)} ({why})" for k, why in result["skipped"].items()))

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from camlib.methods.ablationcam import AblationCAM
+from camlib.methods.antishapcam import AntiShapCAM
 from camlib.methods.base import Cost, Method, Option
 from camlib.methods.gradcam import CAM, GradCAM
 from camlib.methods.gradcampp import GradCAMPlusPlus
@@ -14,12 +15,13 @@ from camlib.methods.limecam import LimeCAM
 from camlib.methods.lrpcam import LrpCAM
 from camlib.methods.scorecam import ScoreCAM
 from camlib.methods.shapcam import ShapCAM
+from camlib.methods.stratshapcam import StratShapCAM
 from camlib.methods.xgradcam import XGradCAM
 
 #: Every method, in the order front ends show them.
 METHODS: dict[str, Method] = {m.key: m for m in (
-    GradCAM(), GradCAMPlusPlus(), XGradCAM(), ScoreCAM(), AblationCAM(), LiftCAM(), LrpCAM(), ShapCAM(), LimeCAM(),
-    KernelShapCAM(), CAM())}
+    GradCAM(), GradCAMPlusPlus(), XGradCAM(), ScoreCAM(), AblationCAM(), LiftCAM(), LrpCAM(), ShapCAM(), AntiShapCAM(),
+    StratShapCAM(), KernelShapCAM(), LimeCAM(), CAM())}
 
 
 def _normal(name: str) -> str:

@@ -52,10 +52,15 @@ class KernelShapCAM(Method):
     needs = frozenset({Need.GAME})
     cost = Cost.PER_SAMPLE
     options = (Option("samples", 0, 0, 100_000, "coalitions of maps (0: 2·N_l + 2048, as shap; at most 2^N_l - 2)"),
-               Option("seed", 0, 0, 2**63 - 1, "seed of the coalitions"))
+               Option("seed", 0, 0, 2**32 - 1, "seed of the coalitions"))
+
+    label_options = ("samples",)
 
     def label(self, samples: int = 0, **options) -> str:
-        return f"{self.key}_{int(samples)}" if samples else self.key
+        return f"{self.key}_{int(samples)}" if samples else self.key  # 0: the default count
+
+    def label_title(self, samples: int = 0, **options) -> str:
+        return super().label_title(samples=samples) if int(samples) else self.title
 
     def evaluations(self, n_maps: int, **options) -> int:
         options = self.resolve_options(options)

@@ -54,10 +54,15 @@ class LimeCAM(Method):
                Option("kernel_width", 1.0, 0.1, 100.0, "width w of the exponential kernel on the cosine distance"),
                Option("lasso", 0.01, 0.0, 1e6, "L1 strength of the fit (captum's default Lasso: 0.01)"),
                Option("ridge", 0.0, 0.0, 1e6, "L2 strength of the fit (as scikit-learn's Ridge alpha)"),
-               Option("seed", 0, 0, 2**63 - 1, "seed of the coalitions"))
+               Option("seed", 0, 0, 2**32 - 1, "seed of the coalitions"))
+
+    label_options = ("samples",)
 
     def label(self, samples: int = 0, **options) -> str:
-        return f"{self.key}_{int(samples)}" if samples else self.key
+        return f"{self.key}_{int(samples)}" if samples else self.key  # 0: the default count
+
+    def label_title(self, samples: int = 0, **options) -> str:
+        return super().label_title(samples=samples) if int(samples) else self.title
 
     def coefficients(self, q: Quantities, samples: int, kernel_width: float, lasso: float, ridge: float,
                      seed: int) -> torch.Tensor:

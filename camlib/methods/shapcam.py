@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from camlib.methods.base import Cost, Method, Need, Option, Quantities
-from camlib.methods.shapley import running_estimate, sample_permutations
+from camlib.methods.shapley import ordering_estimate, sample_permutations
 
 
 class ShapCAM(Method):
@@ -27,11 +27,4 @@ class ShapCAM(Method):
     label_options = ("permutations",)
 
     def coefficients(self, q: Quantities, permutations: int, seed: int) -> torch.Tensor:
-        orders = sample_permutations(q.n_maps, permutations, seed)
-        running = torch.empty(permutations, q.batch, q.n_maps, device=q.activations.device)
-        for i in range(q.batch):
-            running_estimate(q.game(i), orders, running[:, i],
-                             lambda done, i=i: q.report((i * permutations + done) / (q.batch * permutations)))
-        q.info["running"] = running
-        q.info["permutations"] = orders
-        return running[-1]
+        return ordering_estimate(q, sample_permutations(q.n_maps, permutations, seed))

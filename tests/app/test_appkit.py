@@ -99,9 +99,8 @@ def test_grid_and_compute_order():
     assert [appkit.grid_columns(n) for n in (1, 3, 4, 5, 6, 7, 8)] == [1, 3, 4, 3, 3, 4, 4]
     assert appkit.ordered_for_compute(["scorecam", "gradcam", "ablationcam", "liftcam"]) == \
         ["gradcam", "liftcam", "scorecam", "ablationcam"]
-    assert appkit.snapshot_counts(50) == [1, 5, 10, 50]
-    assert appkit.snapshot_counts(1) == [1]
-    assert appkit.snapshot_counts(500) == [10, 50, 100, 500]
+    assert appkit.snapshot_budget(_estimators_result(orderings=50)) == 10
+    assert appkit.snapshot_budget(_estimators_result(orderings=4)) == 4
 
 
 def test_target_options_put_top5_first():
@@ -113,13 +112,71 @@ def test_target_options_put_top5_first():
     assert appkit.target_label(3, probabilities, names) == "c (20.0%)"
 
 
+def _estimators_result(orderings: int = 5, seeds: int = 2, linear: bool = False) -> dict:
+    """A comparison as appkit.estimator_comparison returns it, with made-up numbers (K = 320)."""
+    p = np.arange(1, orderings + 1)
+    cos = np.stack([1 - 0.3 / (p + s) for s in range(seeds)])
+    curve = {"cost": "orderings", "evaluations": 321.0 * p, "cosine": cos, "seconds": np.stack([0.01 * p] * seeds),
+             "estimates": np.ones((seeds, orderings, 320))}
+    return {"layer": "blocks.6", "target": 3, "n_maps": 320, "linear_tail": linear, "reference": np.ones(320),
+            "reference_permutations": 1000, "reference_evaluations": 321000, "reference_seconds": 3.0,
+            "curves": {"shapcam": {**curve, "title": "SHAP-CAM"},
+                       "stratshapcam": {**curve, "title": "Stratified SHAP-CAM", "cosine": 1 - (1 - cos) / 5}},
+            "points": {"liftcam": {"title": "LIFT-CAM", "evaluations": 1, "cosine": 0.99, "seconds": 0.04},
+                       "gradcam": {"title": "Grad-CAM", "evaluations": 1, "cosine": 0.01, "seconds": 0.04},
+                       "ablationcam": {"title": "Ablation-CAM", "evaluations": 320, "cosine": 0.98, "seconds": 0.3}},
+            "skipped": {"cam": "CAM needs a linear tail"}}
+
+
+def test_decade_ticks_read_in_powers_of_ten():
+    assert appkit.decade_ticks(5) == ([1.0, 10.0], ["1", "10"])
+    assert appkit.decade_ticks(32100)[1] == ["1", "10", "100", "1k", "10k"]
+    assert appkit.decade_ticks(1000)[1] == ["1", "10", "100", "1k"]
+    assert appkit.decade_ticks(1)[1] == ["1", "10"] and appkit.decade_ticks(2e7)[1][-2:] == ["1M", "10M"]
+
+
+def test_estimators_figure():
+    result = _estimators_result()
+    fig = appkit.estimators_figure(result)
+    names = [t.name for t in fig.data]
+    # per curve a band (two seeds) and the mean; one marker per point; names only in the legend
+    assert names.count("SHAP-CAM") == 1 and names.count("Stratified SHAP-CAM") == 1
+    assert sum(1 for t in fig.data if t.fill == "toself") == 2
+    assert {"LIFT-CAM", "Grad-CAM", "Ablation-CAM"} <= set(names) and not fig.layout.annotations
+    mean = next(t for t in fig.data if t.name == "SHAP-CAM")
+    cosine = result["curves"]["shapcam"]["cosine"].mean(0)
+    np.testing.assert_allclose(mean.y, 1 - cosine)  # the axis of nines: 1 - cos, reversed, log
+    np.testing.assert_allclose(mean.customdata[:, 4], cosine)  # the hover's cosine
+    yaxis = fig.layout.yaxis
+    assert yaxis.type == "log" and yaxis.autorange == "reversed"
+    assert dict(zip(yaxis.tickvals, yaxis.ticktext))[0.01] == "0.99" and dict(zip(yaxis.tickvals, yaxis.ticktext))[1.0] == "0"
+    assert "s<extra>" in mean.hovertemplate and "orderings" in mean.hovertemplate
+    lift = next(t for t in fig.data if t.name == "LIFT-CAM")
+    assert list(lift.x) == [1] and "%{customdata[0]:.3f} s" in lift.hovertemplate
+    assert lift.y[0] == pytest.approx(0.01) and list(lift.customdata[0]) == [0.04, 0.99]
+    axis = fig.layout.xaxis
+    assert axis.type == "log" and list(axis.ticktext) == ["1", "10", "100", "1k"]
+    assert list(axis.tickvals) == [1, 10, 100, 1000]
+    assert list(axis.minor.tickvals) == [2, 5, 20, 50, 200, 500, 2000]  # unlabelled: no "2, 3, 4, 5" between decades
+    one_seed = _estimators_result(seeds=1)
+    assert not any(t.fill == "toself" for t in appkit.estimators_figure(one_seed).data)
+
+
+def test_estimators_reading_in_plain_words():
+    text = appkit.reading(_estimators_result(), "tabby cat")
+    assert "tabby cat" in text and "320 activation maps" in text and "blocks.6" in text
+    # plain SHAP-CAM's last point: the mean of 1 - 0.3/5 and 1 - 0.3/6, 0.945, at 5 · 321 = 1,605 evaluations;
+    # the stratified curve (errors / 5) stays above it from its first ordering (0.955): 5.0× fewer
+    assert "reaches 0.945 after 1,605 evaluations" in text
+    assert "Stratified SHAP-CAM gets as close with 321, 5.0× fewer" in text
+    assert "LIFT-CAM needs a single pass and scores 0.990, better than plain SHAP-CAM with all its 1,605" in text
+    assert "Grad-CAM also cost one pass" in text
+    assert "nan" not in text.lower()
+    linear = appkit.reading(_estimators_result(linear=True), "tabby cat")
+    assert "every estimator is exact" in linear
+
+
 def test_figures_build():
-    result = {"perms": np.arange(1, 6), "cos_lift": np.linspace(0.5, 1, 10).reshape(2, 5),
-              "cos_pooled": np.ones((2, 5))}
-    fig = appkit.convergence_figure(result, "lift", {"Grad-CAM": 0.4})
-    assert len(fig.data) == 2  # band + mean
-    fig = appkit.convergence_figure({**result, "cos_lift": result["cos_lift"][:1]}, "lift", {})
-    assert len(fig.data) == 1
     curves = {"deltas": np.linspace(0, 1, 3), "ins": np.array([0, .5, 1]), "del": np.array([1, .5, 0]),
               "ins_auc": 0.5, "del_auc": 0.5}
     assert len(appkit.insertion_deletion_figure(curves).data) == 2

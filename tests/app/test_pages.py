@@ -12,6 +12,8 @@ import pytest
 from upload_corpus import upload_corpus
 
 import appkit
+import camlib
+from camlib.methods import METHODS, Cost
 
 CORPUS = upload_corpus()
 SHAP_PAGE, FAITH_PAGE, HOW_PAGE, EXPLAIN_PAGE = ("pages/2_SHAP_vs_LIFT.py", "pages/4_Faithfulness.py",
@@ -150,28 +152,58 @@ def test_unavailable_model_is_listed_and_falls_back(app, monkeypatch):
     assert at.get_by_key("cam_liftcam") is not None
 
 
-def test_shap_page_nonlinear_layer(app):
-    at = app(layer="blocks.6", shap_perms=4, shap_seeds=2)
+def _figure(at) -> dict:
+    import json
+
+    (chart,) = at.get("plotly_chart")
+    return json.loads(chart.proto.spec)
+
+
+def _values(data) -> list[float]:
+    """A trace's x or y from the figure's JSON: a list, or plotly's typed array {dtype, bdata}."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(data, dict):
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
+    return list(data)
+
+
+def test_estimators_page_nonlinear_layer(app):
+    at = app(layer="blocks.6", est_orderings=4, est_seeds=2, est_reference=100)
     at.run()
     at.switch_page(SHAP_PAGE).run()
     assert_clean(at)
-    assert len(at.get("plotly_chart")) == 1
-    cos = float(metric(at, "cos(SHAP-CAM_4, LIFT-CAM)"))
-    assert 0.0 < cos <= 1.0
-    assert len(at.image) == len(appkit.snapshot_counts(4)) + 1  # SHAP-CAM maps + LIFT-CAM
-    # switching the reference redraws from the cache
-    at.segmented_control(key="shap_reference").set_value("pooled").run()
-    assert_clean(at)
-    assert len(at.get("plotly_chart")) == 1
+    figure = _figure(at)
+    names = [t.get("name") for t in figure["data"]]
+    samplers = [appkit.method_title(k) for k in camlib.estimators.sampling_methods()]
+    assert all(names.count(title) == 1 for title in samplers)  # one mean line each (and a band: 2 seeds)
+    assert sum(1 for t in figure["data"] if t.get("fill") == "toself") == len(samplers)
+    assert {"LIFT-CAM", "Grad-CAM", "Ablation-CAM"} <= set(names) and "CAM" not in names
+    ablation = next(t for t in figure["data"] if t.get("name") == "Ablation-CAM")
+    assert _values(ablation["x"]) == [320]  # N_l evaluations
+    axis = figure["layout"]["xaxis"]
+    assert axis["type"] == "log" and axis["ticktext"] == ["1", "10", "100", "1k"]  # 4 · 321 = 1,284 at most
+    text = " ".join(texts(at))
+    assert "activation maps of layer **blocks.6**" in text and "LIFT-CAM needs a single pass" in text
+    assert float(metric(at, "LIFT-CAM: cosine to the reference")) > 0.9
+    assert len(at.image) == 1 + 3 + 1  # the reference, the three ordering estimators at 4 orderings, LIFT-CAM
+    assert not at.info  # a nonlinear tail: no "exact" note
 
 
-def test_shap_page_linear_tail_is_exact(app):
-    at = app(shap_perms=2, shap_seeds=2)
+def test_estimators_page_linear_tail_is_exact(app):
+    at = app(est_orderings=2, est_seeds=2, est_reference=100)
     at.run()
     at.switch_page(SHAP_PAGE).run()
     assert_clean(at)
-    assert metric(at, "cos(SHAP-CAM_2, LIFT-CAM)") == "1.0000"
-    assert any("linear" in i.value for i in at.info)
+    assert any("every ordering estimator is exact" in i.value for i in at.info)
+    orderings = {m.title for m in METHODS.values() if m.cost is Cost.PER_ORDERING}
+    lines = [t for t in _figure(at)["data"] if t.get("fill") != "toself" and t.get("mode", "").startswith("lines")
+             and t.get("name") in orderings]
+    # every ordering is exact: 1 - cos (the y of the axis of nines) is float32 rounding only
+    assert len(lines) == len(orderings) and all(max(_values(t["y"])) < 1e-5 for t in lines)
+    assert float(metric(at, "LIFT-CAM: cosine to the reference")) > 1 - 1e-5
     at.button[0].click().run()  # "Use layer blocks.6"
     assert at.session_state["selection"]["layer"] == "blocks.6"
 

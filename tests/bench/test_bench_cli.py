@@ -126,21 +126,51 @@ def test_target_predicted_and_no_auc(data, tmp_path):
 
 
 def test_shap_agreement(data, tmp_path):
+    import torch
+
+    import camlib
+    from bench_tiny import build
+    from camlib.bench.data import load_batch, load_index, select
+
     out = tmp_path / "out"
-    result = shap.run_agreement(["--data", str(data), "--out", str(out), *TINY, "--n-images", "2",
-                                 "--methods", "gradcam", "liftcam", "ablationcam", "--permutations", "30",
-                                 "--compare-permutations", "1", "5"])
+    argv = ["--data", str(data), "--out", str(out), *TINY, "--n-images", "2", "--methods", "gradcam", "liftcam",
+            "ablationcam", "--permutations", "30", "--compare-permutations", "1", "5"]
+    result = shap.run_agreement(argv)
     rows = read_csv(out / "shap_agreement.csv")
-    assert sorted({r["method"] for r in rows}) == ["ablationcam", "gradcam", "liftcam", "shapcam_1", "shapcam_5"]
-    assert len(rows) == 10 and all(-1 <= float(r["cosine"]) <= 1 for r in rows)
+    samplers = camlib.estimators.sampling_methods()  # every method with a budget option, from its metadata
+    assert {"shapcam", "antishapcam", "stratshapcam"} <= set(samplers)
+    ordering = [k for k in samplers if camlib.get_method(k).cost is camlib.methods.Cost.PER_ORDERING]
+    labels = {"ablationcam", "gradcam", "liftcam"} | {f"{k}_{p}" for k in ordering for p in range(1, 6)}
+    assert labels <= {r["method"] for r in rows}
+    assert all(-1 <= float(r["cosine"]) <= 1 for r in rows)
     assert len(list((out / "shap_agreement.ref").glob("*.pt"))) == 2
+    # The values: SHAP-CAM_p's row is the cosine of the running estimate after p orderings (seed 1)
+    # to SHAP-CAM_30 (seed 0); the evaluations are Method.evaluations.
+    model = build(device="cpu", weights=None)
+    k = model.layer_info(model.default_layer).shape[0]
+    record = select(load_index(data), 2)[0]
+    image, _ = load_batch(data, [record], model.input_size)
+    ref = camlib.explain(model, image, "shapcam", target=[record.class_index], permutations=30, seed=0)
+    for key in ordering:
+        run = camlib.explain(model, image, key, target=[record.class_index], permutations=5, seed=1)
+        for p in (1, 3, 5):
+            (row,) = [r for r in rows if r["image"] == record.file and r["method"] == f"{key}_{p}"]
+            expected = camlib.metrics.cosine_similarity(run.info["running"][p - 1], ref.coefficients)
+            assert abs(float(row["cosine"]) - float(expected)) <= 1e-5  # float32 cosine of the same estimates
+            assert int(row["evaluations"]) == p * (k + 1)
+    evaluations = {r["method"]: int(r["evaluations"]) for r in rows if r["image"] == record.file}
+    assert evaluations["gradcam"] == evaluations["liftcam"] == 1 and evaluations["ablationcam"] == k
     md = result["markdown"]
     assert "cosine to SHAP-CAM" in md and "| LIFT-CAM | 2 |" in md and "SHAP-CAM (\\|Π\\|=5)" in md
+    assert "Antithetic SHAP-CAM (\\|Π\\|=5)" in md and "SHAP-CAM (\\|Π\\|=3)" not in md  # only compared budgets
+    assert "tail evaluations / image" in md and f"| {5 * (k + 1):,} |" in md
     assert "warning" not in md  # 'features' has a nonlinear tail
-    again = shap.run_agreement(["--data", str(data), "--out", str(out), *TINY, "--n-images", "2",
-                                "--methods", "gradcam", "liftcam", "ablationcam", "--permutations", "30",
-                                "--compare-permutations", "1", "5"])
+    budget = md[md.index("stays at least plain SHAP-CAM"):]
+    assert "| Stratified SHAP-CAM |" in budget and f"cos " in budget
+    again = shap.run_agreement(argv)
     assert again["computed"] == 0
+    only = shap.run_agreement([*argv, "--samplers", "shapcam"])  # a subset of the samplers: rows exist
+    assert only["computed"] == 0 and "Antithetic" not in only["markdown"]
 
 
 def test_shap_agreement_linear_tail_warns_and_lift_is_exact(tmp_path):

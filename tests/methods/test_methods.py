@@ -166,7 +166,8 @@ def test_scorecam_gradcampp_xgradcam_match_pytorch_grad_cam(tiny):
 
 def test_every_method_is_registered_with_a_title():
     assert set(list_methods()) == {"gradcam", "gradcampp", "xgradcam", "scorecam", "ablationcam", "liftcam",
-                                   "lrpcam", "shapcam", "limecam", "kernelshapcam", "cam"}
+                                   "lrpcam", "shapcam", "antishapcam", "stratshapcam", "limecam", "kernelshapcam",
+                                   "cam"}
     assert get_method("Grad-CAM++").key == "gradcampp"
     assert get_method("LIFT-CAM").key == "liftcam"
     with pytest.raises(ValueError, match="unknown method"):
