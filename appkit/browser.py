@@ -151,15 +151,22 @@ def texts(driver, selector: str) -> list[str]:
         "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent)", selector)
 
 
+STARTED = """return document.querySelectorAll(
+    '[data-testid="stMainBlockContainer"] [data-testid="stElementContainer"]').length > 0"""
+
+
 def idle(driver, timeout: float = 60) -> bool:
-    """Wait until the script run has finished (no running indicator for half a second)."""
+    """Wait until the page has content and its script run has finished (no running indicator for
+    a second)."""
     deadline, quiet = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline and not driver.execute_script(STARTED):
+        time.sleep(0.1)
     while time.monotonic() < deadline:
         if driver.find_elements("css selector", '[data-testid="stStatusWidget"]'):
             quiet = 0
         else:
             quiet += 1
-            if quiet >= 5:
+            if quiet >= 10:
                 return True
         time.sleep(0.1)
     return False
@@ -175,3 +182,16 @@ def in_view(driver, selector: str) -> list[dict]:
                     visible: r.width > 0 && r.height > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= h && r.right <= w,
                     text: e.textContent};
         });""", selector)
+
+
+def wait_for(predicate, timeout: float = 60, poll: float = 0.2) -> bool:
+    """Poll ``predicate()`` until it is true (True) or ``timeout`` seconds passed (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except Exception:  # an element replaced while reading it: look again
+            pass
+        time.sleep(poll)
+    return False
