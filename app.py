@@ -167,4 +167,7 @@ if missing and not st.session_state.get("_not_found_shown"):
                "the pages are in the sidebar.", icon=":material/link_off:")
 if any(shared and p.url_path == page.url_path for p, shared in PAGES):
     shared_sidebar()
-page.run()
+try:
+    page.run()
+finally:  # also after st.stop(): the run is over
+    appkit.footer()

@@ -151,37 +151,25 @@ def texts(driver, selector: str) -> list[str]:
         "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent)", selector)
 
 
-STARTED = """return document.querySelectorAll(
-    '[data-testid="stMainBlockContainer"] [data-testid="stElementContainer"]').length > 0"""
+DONE = """
+    const done = document.querySelector('.st-key-run_done');
+    return !!done && !done.closest('[data-stale="true"]') && !done.querySelector('[data-stale="true"]')
+        && !document.querySelector('[data-testid="stMain"] [data-stale="true"]');"""
 
 
 def idle(driver, timeout: float = 60) -> bool:
-    """Wait until the page has content and its script run has finished (no running indicator for
-    a second)."""
+    """Wait until the script run is over: the app's footer (key ``run_done``, drawn last by every run)
+    is on the page and nothing is stale (left from a previous run), for half a second."""
     deadline, quiet = time.monotonic() + timeout, 0
-    while time.monotonic() < deadline and not driver.execute_script(STARTED):
-        time.sleep(0.1)
     while time.monotonic() < deadline:
-        if driver.find_elements("css selector", '[data-testid="stStatusWidget"]'):
-            quiet = 0
-        else:
+        if driver.execute_script(DONE):
             quiet += 1
-            if quiet >= 10:
+            if quiet >= 5:
                 return True
+        else:
+            quiet = 0
         time.sleep(0.1)
     return False
-
-
-def in_view(driver, selector: str) -> list[dict]:
-    """Elements matching ``selector`` with their box, and whether they lie wholly in the viewport."""
-    return driver.execute_script("""
-        const h = window.innerHeight, w = window.innerWidth;
-        return Array.from(document.querySelectorAll(arguments[0])).map(e => {
-            const r = e.getBoundingClientRect();
-            return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, width: r.width, height: r.height,
-                    visible: r.width > 0 && r.height > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= h && r.right <= w,
-                    text: e.textContent};
-        });""", selector)
 
 
 def wait_for(predicate, timeout: float = 60, poll: float = 0.2) -> bool:

@@ -261,3 +261,15 @@ def start_cell(cell, model, layer: str, method: str, options: dict | None, key, 
         st.button("Compute", key=button_key, on_click=request, args=(key,), icon=":material/play_arrow:",
                   type="primary", help="This method evaluates the network (or its tail) many times; the "
                                        "expected time is this server's.")
+
+
+def footer() -> None:
+    """The sidebar's last line, drawn when a run is over: the compute service's state (its container,
+    key ``run_done``, marks a finished run for the browser tests and the benchmark)."""
+    from appkit.service import service
+
+    stats = service().stats()
+    with st.sidebar.container(key="run_done"):
+        st.caption(f"Compute service: {stats['workers']} workers, {stats['threads_per_job']} torch thread(s) per "
+                   f"job, {stats['cores']} cores · now {stats['running']} running, {stats['queued']} queued · "
+                   f"{stats['finished']} results kept for every visitor.")

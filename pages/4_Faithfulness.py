@@ -106,7 +106,7 @@ with c4:
                 help="e_inv = (1 − s(u(L))) ∘ x: the complement. D = p(c | e_inv).")
 
 st.subheader("Scores for this image")
-m = st.columns(6)
+m = st.columns(3) + st.columns(3)  # two rows: the labels stay whole on a laptop
 m[0].metric("More sure with only the map?", "yes" if scores["ic"] >= 0.5 else "no",
             help="Increase in Confidence (IC, Eq. 11): is p(c | e) > p(c | x)? Yes is better.")
 m[1].metric("Drop when only the map is kept", appkit.fmt_percent(scores["ad"]),
@@ -120,7 +120,7 @@ m[3].metric("Insertion area", appkit.fmt(scores["ins_auc"], 3),
 m[4].metric("Deletion area", appkit.fmt(scores["del_auc"], 3),
             help="Area under the deletion curve: blacken the pixels, most salient first. Lower is better.")
 m[5].metric("Map's energy in the box", appkit.fmt_percent(epg) if epg is not None else "no box",
-            delta=None if chance is None or epg is None else f"{100 * (epg - chance):+.1f} pts vs. an even map",
+            delta=None if chance is None or epg is None else f"{100 * (epg - chance):+.1f} points above an even map",
             delta_color="normal",
             help="Energy-based pointing game (Eq. 14): Σ of the map inside the box / Σ of the map. A map spread "
                  "evenly over the image scores the box's share of the image." )
