@@ -43,6 +43,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until the server on ``port`` answers "ok" on /_stcore/health (RuntimeError if it exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"streamlit did not answer on port {port} within {timeout} s")
+
+
 class Server:
     """``streamlit run app.py`` on a free port (``with Server() as server: server.url("/", methods=...)``).
 
@@ -70,19 +86,8 @@ class Server:
         return self
 
     def wait_healthy(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"streamlit exited with code {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        self.healthy = time.monotonic()
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"streamlit did not answer on port {self.port} within {timeout} s")
+        wait_healthy(self.port, self.process, timeout)
+        self.healthy = time.monotonic()
 
     def url(self, path: str = "/", **query) -> str:
         pairs = [(k, v) for k, values in query.items() for v in (values if isinstance(values, list) else [values])]
