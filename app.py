@@ -160,9 +160,11 @@ def shared_sidebar() -> None:
 
 page = st.navigation([p for p, _ in PAGES])
 appkit.notfound.install([(p.title, p.url_path) for p, _ in PAGES])
-missing = appkit.notfound.unknown_page(st.context.url, [p.url_path for p, _ in PAGES])
-if missing and not st.session_state.get("_not_found_shown"):
-    st.session_state["_not_found_shown"] = True
+if "_first_page" not in st.session_state:  # the session's first run: the URL it asked for
+    st.session_state["_first_page"] = page.url_path
+    st.session_state["_not_found"] = appkit.notfound.unknown_page(st.context.url, [p.url_path for p, _ in PAGES])
+missing = st.session_state["_not_found"]
+if missing and page.url_path == st.session_state["_first_page"]:  # until the visitor opens another page
     st.warning(f"Page not found: this app has no page “{missing}”. Here is *{page.title}*; "
                "the pages are in the sidebar.", icon=":material/link_off:")
 if any(shared and p.url_path == page.url_path for p, shared in PAGES):

@@ -23,7 +23,7 @@ The pages use the names re-exported here (``appkit.explanation``, ``appkit.coeff
 
 from appkit import notfound, urlstate  # noqa: F401
 from appkit.format import fmt, fmt_fixed, fmt_percent, finite  # noqa: F401
-from appkit.pages import DEFAULT_METHODS, SLOW_METHODS, ENTRYPOINT_SEEN, method_title, methods_in_menu, method_summary, is_slow, methods_help, ordered_for_compute, progress_bar, run_from_entrypoint, selection, grid, grid_columns, method_cells, APP_MAXIMUM, option_controls, show_jobs, status_text, time_caption, duration, requested, request, start_cell, footer  # noqa: F401
+from appkit.pages import DEFAULT_METHODS, SLOW_METHODS, ENTRYPOINT_SEEN, method_title, methods_in_menu, method_summary, is_slow, methods_help, ordered_for_compute, progress_bar, run_from_entrypoint, selection, grid, grid_columns, method_cells, APP_MAXIMUM, option_controls, show_jobs, status_text, time_caption, duration, requested, request, start_cell, footer, deferred_chart  # noqa: F401
 from appkit.inputs import DEFAULT_SAMPLE, WORK_SIDE, Box, CurrentImage, thumbnail, working_image, make_current, UploadResult, read_upload, upload_to_current, sample_image, sample_list  # noqa: F401
 from appkit.models import DEFAULT_MODEL, IMAGE_MODELS, get_model, model_status, model_title, layer_options, layer_label, tail_note, contrast_layer, has_layer  # noqa: F401
 from appkit.service import service, Lane, State, ServiceBusy, result_of  # noqa: F401

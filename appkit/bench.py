@@ -21,6 +21,13 @@ after is printed: the machine may be shared. ``--json PATH`` writes every number
 
 The four browsers run on the same CPU as the server (on a laptop in a classroom they would be the
 students' own machines), so the 4-session times here are pessimistic.
+
+``python -m appkit.bench --compute`` measures the compute side alone, without browsers: four
+"sessions" (threads) each ask for the default maps of their own sample (predictions, the four
+single-pass explanations, the activation maps), through a compute service of each layout, and, as
+the app did before the service, each session calling camlib itself with torch's default threads.
+The layouts run interleaved (``--rounds``), each round in a fresh subprocess per OpenMP wait
+policy (``--policies PASSIVE ACTIVE``), and the times are printed side by side with their ratios.
 """
 
 from __future__ import annotations
@@ -150,13 +157,122 @@ def fmt(x) -> str:
     return "—" if x is None else f"{x:.2f}"
 
 
+COMPUTE_SAMPLES = ("chelsea", "coffee", "rocket", "camera")
+
+
+def compute_round(layout: str) -> dict:
+    """One round in this process: four sessions' default maps; ``layout`` is WORKERSxTHREADS or
+    "unmanaged" (each session calls camlib in its own thread, torch's default threads)."""
+    import torch
+
+    import camlib
+    from appkit.inputs import working_image
+    from appkit.service import ComputeService
+    from camlib.images import to_tensor01
+    from camlib.samples import load_sample
+
+    model = camlib.load_model("efficientnet_lite0")
+    model.split(model.default_layer)
+    images = {k: to_tensor01(working_image(load_sample(k)[0]), model.input_size) for k in COMPUTE_SAMPLES}
+    methods = camlib.default_methods()
+    x0 = images["chelsea"]
+    for m in methods:  # warm-up: lazy initialisations, kernels
+        camlib.explain(model, x0, m)
+
+    def session_work(x):
+        model.predict(x[None])
+        for m in methods:
+            camlib.explain(model, x, m)
+        with torch.inference_mode():
+            model.split(model.default_layer).head(model.normalize(x[None]))
+
+    times = {}
+    barrier = threading.Barrier(len(images))
+    if layout == "unmanaged":
+        def run(key):
+            barrier.wait()
+            start = time.perf_counter()
+            session_work(images[key])
+            times[key] = time.perf_counter() - start
+        threads = [threading.Thread(target=run, args=(k,)) for k in images]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return {"layout": layout, "sessions": times, "torch_threads": torch.get_num_threads()}
+    workers, per_job = (int(v) for v in layout.split("x"))
+    service = ComputeService(workers, per_job, min(cores(), workers * per_job))
+
+    def run(key):
+        barrier.wait()
+        start = time.perf_counter()
+        x = images[key]
+        jobs = [service.submit((key, "predict"), lambda p: model.predict(x[None]))]
+        jobs += [service.submit((key, m), lambda p, m=m: camlib.explain(model, x, m)) for m in methods]
+        service.wait(jobs)
+        times[key] = time.perf_counter() - start
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in images]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = service.stats()
+    service.close()
+    return {"layout": layout, "sessions": times, "peak_threads": stats["peak_threads"], "peak_jobs": stats["peak_jobs"]}
+
+
+def compute_main(args) -> int:
+    import subprocess
+
+    layouts = args.compare or ["2x1", "1x2", "unmanaged"]
+    results = {}
+    print(f"compute side: 4 sessions × (predictions + {len(default_keys())} single-pass maps), {cores()} cores, "
+          f"load before {load()}")
+    for r in range(args.rounds):
+        for policy in args.policies:
+            for layout in layouts:
+                env = {**os.environ, "OMP_WAIT_POLICY": policy}
+                out = subprocess.run([sys.executable, "-m", "appkit.bench", "--compute-round", layout],
+                                     env=env, capture_output=True, text=True, cwd=browser.ROOT)
+                line = [x for x in out.stdout.splitlines() if x.startswith("{")]
+                if not line:
+                    print(out.stderr[-2000:])
+                    continue
+                got = json.loads(line[-1])
+                results.setdefault((policy, layout), []).append(max(got["sessions"].values()))
+                print(f"round {r + 1} {policy:8s} {layout:10s} slowest session {max(got['sessions'].values()):.2f} s "
+                      f"(all: {', '.join(f'{v:.2f}' for v in got['sessions'].values())})"
+                      + (f", peak torch threads {got['peak_threads']}, peak jobs {got['peak_jobs']}"
+                         if "peak_threads" in got else f", torch threads per session {got.get('torch_threads')}"),
+                      flush=True)
+    base = results.get((args.policies[0], layouts[0]))
+    print(f"\nmedian slowest session over {args.rounds} round(s), and its ratio to {args.policies[0]} {layouts[0]}:")
+    for (policy, layout), values in results.items():
+        median = statistics.median(values)
+        ratio = median / statistics.median(base) if base else float("nan")
+        print(f"  {policy:8s} {layout:10s} {median:.2f} s  ×{ratio:.2f}")
+    print(f"load after {load()}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compute", action="store_true", help="the compute side alone (no browsers)")
+    parser.add_argument("--compare", nargs="*", help="--compute: layouts WORKERSxTHREADS or 'unmanaged'")
+    parser.add_argument("--policies", nargs="*", default=["PASSIVE"], help="--compute: OMP_WAIT_POLICY values")
+    parser.add_argument("--rounds", type=int, default=3, help="--compute: interleaved rounds")
+    parser.add_argument("--compute-round", help=argparse.SUPPRESS)
     parser.add_argument("--layouts", nargs="*", default=[], help="more service layouts to compare, as WORKERSxTHREADS")
     parser.add_argument("--warm", type=int, default=5, help="warm sessions to time (median reported)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for a page's maps")
     parser.add_argument("--json", help="write every number to this file")
     args = parser.parse_args(argv)
+    if args.compute_round:
+        print(json.dumps(compute_round(args.compute_round)))
+        return 0
+    if args.compute:
+        return compute_main(args)
     reason = browser.missing()
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)

@@ -188,3 +188,15 @@ def wait_for(predicate, timeout: float = 60, poll: float = 0.2) -> bool:
             pass
         time.sleep(poll)
     return False
+
+
+def in_view(driver, selector: str) -> list[dict]:
+    """Elements matching ``selector`` with their box, and whether they lie wholly in the viewport."""
+    return driver.execute_script("""
+        const h = window.innerHeight, w = window.innerWidth;
+        return Array.from(document.querySelectorAll(arguments[0])).map(e => {
+            const r = e.getBoundingClientRect();
+            return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, width: r.width, height: r.height,
+                    visible: r.width > 0 && r.height > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= h && r.right <= w,
+                    text: e.textContent};
+        });""", selector)

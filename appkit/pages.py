@@ -273,3 +273,33 @@ def footer() -> None:
         st.caption(f"Compute service: {stats['workers']} workers, {stats['threads_per_job']} torch thread(s) per "
                    f"job, {stats['cores']} cores · now {stats['running']} running, {stats['queued']} queued · "
                    f"{stats['finished']} results kept for every visitor.")
+
+
+#: Session-state keys of :func:`deferred_chart`.
+CHART_READY, CHART_ARMED = "_charts_ready", "_charts_armed"
+
+
+def deferred_chart(draw: Callable[[], object], height: int = 280, delay: float = 0.5) -> None:
+    """Draw an interactive chart, but in a new session only once the browser has shown the rest.
+
+    A plotly chart makes the browser load and compile plotly.js (megabytes of script) on its main
+    thread, which holds back the heatmaps drawn above it (measured in headless Chromium: a new
+    session's maps took about twice as long with the chart on the page). So the session's first
+    run draws a placeholder of the chart's height in a fragment that the *browser* reruns after
+    ``delay`` seconds (its timer runs once the page is drawn); that rerun lets every later run of
+    the session draw the chart at once (``st.rerun``), so it appears right after the maps.
+    """
+    state = st.session_state
+    if state.get(CHART_READY):
+        draw()
+        return
+
+    @st.fragment(run_every=delay)
+    def later() -> None:
+        if state.get(CHART_ARMED):
+            state[CHART_READY] = True
+            st.rerun(scope="app")
+        state[CHART_ARMED] = True
+        st.container(height=height, border=False).caption("The chart is on its way…")
+
+    later()

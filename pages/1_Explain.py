@@ -214,8 +214,9 @@ if shown:
     with chart:
         st.caption("Maps sorted by |α|. Click a bar (or pick a map on the right) to see that activation map "
                    "A_k over the image.")
-        st.plotly_chart(appkit.coefficient_figure(res["coefficients"], top_k, selected=state[picker]), key=chart_key,
-                        on_select="rerun", selection_mode="points", config={"displayModeBar": False})
+        appkit.deferred_chart(lambda: st.plotly_chart(
+            appkit.coefficient_figure(res["coefficients"], top_k, selected=state[picker]), key=chart_key,
+            on_select="rerun", selection_mode="points", config={"displayModeBar": False}), height=280)
     with panel:
         k = st.selectbox("Activation map", choices, key=picker, format_func=lambda i: f"A{i}",
                          help="The first choice is the map with the largest |α| that is not zero on this image.")

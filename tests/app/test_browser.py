@@ -275,6 +275,7 @@ def test_shap_chart_ticks_and_labels(server, driver):
 
 
 def test_page_not_found(server, driver):
+    open_page(driver, server.url("/", methods="liftcam"), ["cam_liftcam"])  # app.py has run once
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(server.url("/Faithfulness/extra/path"), timeout=30)
     assert info.value.code == 404

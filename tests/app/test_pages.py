@@ -52,6 +52,10 @@ def test_landing_page_default_sample(app):
     assert len(at.image) >= 1 + 3 + 1
     for key in ("cam_gradcam", "cam_xgradcam", "cam_liftcam"):
         assert at.get_by_key(key) is not None
+    # the coefficient chart comes on the session's next run (the browser loads plotly.js after the maps)
+    assert len(at.get("plotly_chart")) == 0 and any("on its way" in c.value for c in at.caption)
+    at.run()
+    assert_clean(at)
     assert len(at.get("plotly_chart")) == 1  # the coefficients of the method picked above the chart
     total, delta = float(metric(at, "Σ α")), float(metric(at, "F^c(A)"))
     assert math.isclose(total, delta, rel_tol=1e-3, abs_tol=1e-3)
