@@ -266,14 +266,16 @@ def first_varying(choices: Sequence[int], maps: np.ndarray) -> int | None:
     return next((k for k in choices if varying[k]), choices[0] if choices else None)
 
 
-def saliency_agreement(saliencies: Sequence[np.ndarray]) -> float | None:
+def saliency_agreement(saliencies: Sequence[np.ndarray], stride: int = 4) -> float | None:
     """The lowest cosine similarity between two of the maps (1: all maps point alike); None for
-    fewer than two maps, or when a map is all zero."""
-    flat = [finite(s).ravel() for s in saliencies]
-    norms = [float(np.linalg.norm(f)) for f in flat]
+    fewer than two maps, or when a map is all zero. The maps are compared on every ``stride``-th
+    pixel (they are upsampled from a grid of a few cells, so nothing is lost), with elementwise
+    sums rather than BLAS (the script thread must not start BLAS threads of its own)."""
+    flat = [finite(np.asarray(s)[::stride, ::stride]).ravel() for s in saliencies]
+    norms = [float(np.sqrt((f * f).sum())) for f in flat]
     if len(flat) < 2 or min(norms) == 0:
         return None
-    return min(float(flat[i] @ flat[j]) / (norms[i] * norms[j])
+    return min(float((flat[i] * flat[j]).sum()) / (norms[i] * norms[j])
                for i in range(len(flat)) for j in range(i + 1, len(flat)))
 
 

@@ -179,8 +179,11 @@ def test_varying_maps_and_the_first_map_shown():
 def test_saliency_agreement():
     a = np.array([[1.0, 0.0], [0.0, 0.0]])
     b = np.array([[1.0, 1.0], [0.0, 0.0]])
-    assert appkit.saliency_agreement([a, a]) == pytest.approx(1.0)
-    assert appkit.saliency_agreement([a, b, a]) == pytest.approx(1 / np.sqrt(2))
+    assert appkit.saliency_agreement([a, a], stride=1) == pytest.approx(1.0)
+    assert appkit.saliency_agreement([a, b, a], stride=1) == pytest.approx(1 / np.sqrt(2))
+    # on maps upsampled from a coarse grid (as every CAM is), every 4th pixel gives the same cosine
+    big_a, big_b = (np.kron(m, np.ones((8, 8))) for m in (a, b))
+    assert appkit.saliency_agreement([big_a, big_b]) == pytest.approx(1 / np.sqrt(2))
     assert appkit.saliency_agreement([a]) is None
     assert appkit.saliency_agreement([a, np.zeros((2, 2))]) is None
 
