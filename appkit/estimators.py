@@ -1,7 +1,8 @@
-"""The estimators page's computation (cached) and figure: how close each estimator of the maps' SHAP
-values gets to them for its number of tail evaluations (:func:`camlib.estimators.compare_estimators`).
+"""The estimators page's computation and figure: how close each estimator of the maps' SHAP values
+gets to them for its number of tail evaluations (:func:`camlib.estimators.compare_estimators`).
 
-:func:`estimator_comparison` returns plain numpy arrays and dicts (``st.cache_data``);
+:func:`estimator_comparison` returns plain numpy arrays and dicts, computed once per key by the
+compute service (:mod:`appkit.service`, its slow lane) for every session;
 :func:`estimators_figure` draws them (plotly: curves with a band across seeds, points, a log axis
 read in decades 1, 10, 100, 1k, ...); :func:`reading` puts the result in plain words;
 :func:`snapshot_budget` picks the budget whose maps the page shows.
@@ -13,9 +14,8 @@ import math
 
 import numpy as np
 import plotly.graph_objects as go
-import streamlit as st
 
-from appkit.compute import BATCH_SIZE
+from appkit.compute import BATCH_SIZE, _result
 from appkit.format import finite
 from appkit.models import get_model
 import camlib
@@ -39,7 +39,6 @@ NINES = ((2.0, "−1"), (1.0, "0"), (0.5, "0.5"), (0.1, "0.9"), (0.01, "0.99"), 
          (1e-5, "0.99999"), (1e-6, "1"))
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
 def estimator_comparison(model_name: str, image_key: str, _image, layer: str, target: int, orderings: int,
                          seeds: int, reference_permutations: int, _progress=None,
                          question: str | None = None) -> dict:
@@ -51,15 +50,27 @@ def estimator_comparison(model_name: str, image_key: str, _image, layer: str, ta
     estimates (S, n, K)}}, ``points`` {key: {title, evaluations, cosine, seconds}}, ``skipped``
     {key: message}. Every number finite.
     """
+    from appkit.service import Lane, service
+
+    key = ("estimators", model_name, image_key, layer, int(target), int(orderings), int(seeds),
+           int(reference_permutations), question)
+    job = service().submit(key, lambda progress: _comparison(model_name, _image, layer, target, orderings, seeds,
+                                                             reference_permutations, progress, question),
+                           label=f"estimators · {layer}", lane=Lane.SLOW)
+    return _result(job, _progress)
+
+
+def _comparison(model_name, image, layer, target, orderings, seeds, reference_permutations, progress,
+                question) -> dict:
     from camlib.images import to_tensor01
 
     model = get_model(model_name)
-    image = to_tensor01(_image, model.input_size)
+    x = to_tensor01(image, model.input_size)
     inputs = {} if question is None else {"question": question}
-    result = estimators.compare_estimators(model, image, layer, int(target), orderings=int(orderings), seeds=int(seeds),
+    result = estimators.compare_estimators(model, x, layer, int(target), orderings=int(orderings), seeds=int(seeds),
                                            reference_permutations=int(reference_permutations),
                                            sampled_orderings=min(int(orderings), SAMPLED_ORDERINGS),
-                                           batch_size=BATCH_SIZE, progress=_progress, **inputs)
+                                           batch_size=BATCH_SIZE, progress=progress, **inputs)
     methods = camlib.methods.METHODS
     return {
         "layer": result.layer, "target": result.target, "n_maps": result.n_maps, "linear_tail": result.linear_tail,

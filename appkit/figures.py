@@ -3,6 +3,7 @@ figure is in :mod:`appkit.estimators`)."""
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
@@ -16,21 +17,38 @@ from appkit.format import fmt_percent
 POSITIVE, NEGATIVE = "#e8593c", "#4c8ef5"
 
 
-def coefficient_figure(coefficients: np.ndarray, top_k: int, title: str = "") -> go.Figure:
-    """Bars of the top-``top_k`` maps by |α|, coloured by sign; hover: map index, α, share of Σα."""
+#: At most this many category labels under the coefficient bars (every n-th bar is named beyond it).
+MAX_BAR_LABELS = 20
+
+
+def bar_labels(names, limit: int = MAX_BAR_LABELS) -> list:
+    """The category labels to show under bars: all up to ``limit``, else every n-th, so that labels
+    never overlap (the hover still names every bar)."""
+    names = list(names)
+    step = max(1, math.ceil(len(names) / limit))
+    return names[::step]
+
+
+def coefficient_figure(coefficients: np.ndarray, top_k: int, title: str = "", selected: int | None = None) -> go.Figure:
+    """Bars of the top-``top_k`` maps by |α|, coloured by sign; hover: map index, α, share of Σ|α|.
+    ``selected``: the map shown beside the chart, outlined."""
     table = coefficient_table(coefficients)
     top = table.sort_values("rank").head(max(1, int(top_k)))
     colors = [POSITIVE if a >= 0 else NEGATIVE for a in top["alpha"]]
+    names = [f"A{m}" for m in top["map"]]
+    outline = ["#ffffff" if int(m) == selected else "rgba(0,0,0,0)" for m in top["map"]]
     fig = go.Figure(go.Bar(
-        x=[f"A{m}" for m in top["map"]], y=top["alpha"], marker={"color": colors},
+        x=names, y=top["alpha"], marker={"color": colors, "line": {"color": outline, "width": 2.5}},
         customdata=np.stack([top["map"], top["alpha"], 100 * top["share"]], axis=1),
         hovertemplate="map A<sub>%{customdata[0]:d}</sub><br>α = %{customdata[1]:.4g}"
-                      "<br>share of Σα = %{customdata[2]:.2f}%<extra></extra>",
+                      "<br>%{customdata[2]:.2f}% of Σ|α|<extra></extra>",
     ))
-    fig.update_layout(title=title or None, height=300, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+    shown = bar_labels(names)
+    fig.update_layout(title=title or None, height=280, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
                       xaxis={"title": f"top {len(top)} of {len(table)} maps by |α| (red: α > 0, blue: α < 0)",
-                             "type": "category"},
-                      yaxis={"title": "α"}, showlegend=False)
+                             "type": "category", "tickmode": "array", "tickvals": shown, "ticktext": shown,
+                             "tickangle": 0 if len(shown) <= 12 else -60},
+                      yaxis={"title": "α"}, showlegend=False, clickmode="event+select")
     return fig
 
 
@@ -79,3 +97,18 @@ def probability_figure(table: pd.DataFrame) -> go.Figure:
                            textposition="auto", hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
     fig.update_layout(height=220, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis={"range": [0, 1], "tickformat": ".0%"})
     return fig
+
+
+def top5_html(table: pd.DataFrame) -> str:
+    """The top-5 predictions as small bars (HTML: lighter than a chart, for the first view)."""
+    rows = []
+    for name, p in zip(table["class"], table["probability"]):
+        width = max(0.0, min(100.0, 100 * float(p))) if np.isfinite(p) else 0.0
+        rows.append(
+            "<div style='display:flex;align-items:center;gap:.5em;font-size:.85em;line-height:1.3'>"
+            f"<span style='flex:0 0 9em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap' title='{html.escape(str(name))}'>"
+            f"{html.escape(str(name))}</span>"
+            f"<span style='flex:1 1 auto;background:#1b2027;height:.7em'><span style='display:block;height:100%;"
+            f"width:{width:.1f}%;background:{POSITIVE}'></span></span>"
+            f"<span style='flex:0 0 3.5em;text-align:right'>{fmt_percent(p)}</span></div>")
+    return "".join(rows)

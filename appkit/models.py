@@ -18,8 +18,20 @@ IMAGE_MODELS: tuple[str, ...] = tuple(camlib.list_models("imagenet"))
 def get_model(name: str) -> camlib.CamModel:
     """A zoo model on the CPU or GPU, loaded once per server process and shared by all sessions.
 
-    Raises ``camlib.ModelUnavailableError`` when its weights are not on this machine (not cached).
+    The loading runs as a job of the compute service (:mod:`appkit.service`), inside its CPU budget.
+    Raises ``RuntimeError`` naming ``ModelUnavailableError`` and its reason when the weights are not
+    on this machine (not cached).
     """
+    from appkit.service import service
+
+    key = ("model", name)
+    try:
+        return service().run(key, lambda progress: _load(name), label=f"loading {name}")
+    finally:
+        service().forget(key)  # st.cache_resource keeps the model; the result table need not
+
+
+def _load(name: str) -> camlib.CamModel:
     model = camlib.load_model(name)
     # Warm up the default layer's split (fx tracing) so the first explanation is not slower.
     model.split(model.default_layer)
@@ -65,3 +77,20 @@ def tail_note(model: camlib.CamModel, name: str) -> str:
                 "LIFT-CAM gives the exact SHAP values here, and SHAP-CAM needs a single ordering.")
     return (f"**{c} maps of {h}×{w}.** The network after this layer is nonlinear: LIFT-CAM approximates the "
             "SHAP values (compare on the *SHAP-CAM vs LIFT-CAM* page).")
+
+
+def contrast_layer(model: camlib.CamModel, layer: str) -> str | None:
+    """The layer to compare ``layer`` with: after a layer with a linear tail, the first preset layer
+    whose tail is nonlinear (where the methods part ways); after a nonlinear one, the first preset
+    with a linear tail. None when the model has no such preset."""
+    linear = model.layer_info(layer).linear_tail
+    return next((n for n in model.preset_layers if n != layer and model.layer_info(n).linear_tail != linear), None)
+
+
+def has_layer(model: camlib.CamModel, name: str) -> bool:
+    """Whether ``name`` is a layer the model can be explained at (a preset name or any CAM layer)."""
+    try:
+        model.layer_info(name)
+    except (ValueError, KeyError):
+        return False
+    return True

@@ -1,46 +1,70 @@
-"""Page plumbing: the entry point, the shared selection, progress bars, the heatmap grid.
+"""Page plumbing: the entry point, the shared selection, the method picker, the heatmap grid and the
+cells that show a job of the compute service while it waits, runs and finishes.
 
-Progress bars: the slow methods report a fraction done through ``progress=``. A cached function
-must not touch Streamlit elements created outside it (``st.cache_data`` records element calls made
-during the function to replay them on a cache hit, and an outside element cannot be replayed), so
-:func:`progress_bar` returns a callback that updates the bar *outside* the cache's recording context.
+A page never computes: it submits jobs (:mod:`appkit.compute`) and draws them with
+:func:`show_jobs`, which polls the service from the script thread and updates each job's cell: its
+place in the queue, a progress bar with the elapsed and expected time, then the result. A rerun or
+a page switch interrupts only this loop (Streamlit raises in the script thread at its next element
+update); the jobs keep running in the service.
 """
 
 from __future__ import annotations
 
-import contextvars
 import math
+import time
 from typing import Callable, Sequence
 
 import streamlit as st
 
 import camlib
+from camlib.methods import Cost
 
 #: The methods shown by default (camlib's default set: single pass) and those that evaluate the
-#: network or its tail once per map or per ordering (a progress bar; they run last).
+#: network or its tail once per map, per ordering or per sample (a click, with their cost shown).
 DEFAULT_METHODS: tuple[str, ...] = tuple(camlib.default_methods())
-SLOW_METHODS = frozenset(k for k, m in camlib.methods.METHODS.items() if m.cost is not camlib.methods.Cost.ONE_PASS)
+SLOW_METHODS = frozenset(k for k, m in camlib.methods.METHODS.items() if m.cost is not Cost.ONE_PASS)
 #: Session-state flag set by app.py on every run (see :func:`run_from_entrypoint`).
 ENTRYPOINT_SEEN = "_entrypoint_seen"
+#: Session-state key of the job keys this session asked to start (slow methods, by a click).
+REQUESTED = "_requested_jobs"
+#: Seconds between two looks at the running jobs.
+POLL = 0.2
 
 
 def method_title(key: str) -> str:
     return camlib.get_method(key).title
 
 
+def methods_in_menu() -> list[str]:
+    """Every method camlib has, in its order (new methods appear here by themselves)."""
+    return camlib.list_methods()
+
+
+def method_summary(key: str) -> str:
+    return camlib.get_method(key).summary
+
+
+def is_slow(method: str) -> bool:
+    return camlib.get_method(method).cost is not Cost.ONE_PASS
+
+
 def ordered_for_compute(methods: Sequence[str]) -> list[str]:
     """Fast methods first, slow ones last, so that most maps appear within seconds."""
-    return sorted(methods, key=lambda m: m in SLOW_METHODS)
+    return sorted(methods, key=is_slow)
+
+
+def methods_help() -> str:
+    """The method picker's help, from the methods' own metadata: what each slow one costs."""
+    slow = [f"{m.title} ({m.cost.value})" for m in camlib.methods.METHODS.values() if m.cost is not Cost.ONE_PASS]
+    fast = [m.title for m in camlib.methods.METHODS.values() if m.cost is Cost.ONE_PASS]
+    return (f"One pass each: {', '.join(fast)}. Many passes (started by a click, with the expected time shown): "
+            f"{', '.join(slow)}.")
 
 
 def progress_bar(container, label: str) -> Callable[[float], None]:
-    """A ``progress=`` callback drawing ``label`` and a bar in ``container``.
-
-    The callback runs the element update in the context captured here, outside any
-    ``st.cache_data`` recording (see the module docstring), and draws at most ~100 updates.
-    """
+    """A ``progress=`` callback drawing ``label`` and a bar in ``container`` (call it from the script
+    thread; at most ~100 updates)."""
     bar = container.progress(0.0, text=f"{label}: starting…")
-    outer = contextvars.copy_context()
     state = {"last": -1}
 
     def update(fraction: float) -> None:
@@ -48,7 +72,7 @@ def progress_bar(container, label: str) -> Callable[[float], None]:
         step = int(fraction * 100)
         if step != state["last"]:
             state["last"] = step
-            outer.run(bar.progress, fraction, text=f"{label}: {step}%")
+            bar.progress(fraction, text=f"{label}: {step}%")
 
     return update
 
@@ -84,26 +108,41 @@ def selection() -> dict:
     return st.session_state["selection"]
 
 
+#: Cells per row of the heatmap grid (the first row starts with the image).
+GRID = 5
+
+
 def grid_columns(n: int) -> int:
-    """Columns of the heatmap grid: one row up to 4 maps, then rows of 3 (5-6) or 4."""
-    return n if n <= 4 else (3 if n <= 6 else 4)
+    """Columns of a heatmap grid of ``n`` cells: all in one row up to :data:`GRID`, then rows of GRID."""
+    return max(1, min(n, GRID))
 
 
-def method_cells(methods: Sequence[str]) -> dict:
-    """A grid with one titled, empty cell per method (``grid_columns`` wide): {method: st.empty()}."""
-    columns = grid_columns(len(methods))
-    cells = {}
-    for i, method in enumerate(methods):
+def grid(n: int, gap: str = "small") -> list:
+    """``n`` cells (containers) in rows of :func:`grid_columns` equal columns."""
+    columns = grid_columns(n)
+    cells = []
+    for i in range(n):
         if i % columns == 0:
-            row = st.columns(columns)
-        with row[i % columns]:
-            st.markdown(f"**{method_title(method)}**")
-            cells[method] = st.empty()
+            row = st.columns(columns, gap=gap)
+        cells.append(row[i % columns])
     return cells
 
 
+def method_cells(methods: Sequence[str], cells: Sequence | None = None, suffix: str = "") -> dict:
+    """A titled, empty placeholder per method, in ``cells`` (default: a new grid): {method: st.empty()}."""
+    cells = list(cells) if cells is not None else grid(len(methods))
+    out = {}
+    for method, cell in zip(methods, cells):
+        with cell:
+            st.markdown(f"**{method_title(method)}**{suffix}")
+            out[method] = st.empty()
+    return out
+
+
+#: The largest integer a browser's number input holds exactly.
+JS_INTEGER = 2**53 - 1
 #: The app's upper bound of options whose library bound is far beyond a lesson's patience.
-APP_MAXIMUM = {"permutations": 200}
+APP_MAXIMUM = {"permutations": 200, "samples": 4096}
 
 
 def option_controls(methods: Sequence[str], prefix: str, container=None, initial: dict | None = None) -> dict:
@@ -119,13 +158,149 @@ def option_controls(methods: Sequence[str], prefix: str, container=None, initial
             start = (initial or {}).get(option.name, option.default)
             label = f"{method.title}: {option.help or option.name}"
             widget = f"{prefix}_{key}_{option.name}"
-            if option.name in APP_MAXIMUM and isinstance(option.default, int):
-                values[option.name] = container.slider(label, int(option.minimum), APP_MAXIMUM[option.name], int(start),
+            top = APP_MAXIMUM.get(option.name)
+            if top is not None and isinstance(option.default, int) and option.minimum is not None:
+                top = min(top, option.maximum) if option.maximum is not None else top
+                start = min(max(int(start), int(option.minimum)), int(top))
+                values[option.name] = container.slider(label, int(option.minimum), int(top), start,
                                                        key=widget, persist_state="session")
-            else:
-                values[option.name] = container.number_input(label, option.minimum, option.maximum, start,
+            else:  # bounds within what the browser's numbers hold exactly (2^53 - 1)
+                low = None if option.minimum is None else max(option.minimum, -JS_INTEGER)
+                high = None if option.maximum is None else min(option.maximum, JS_INTEGER)
+                values[option.name] = container.number_input(label, low, high, start,
                                                              format="%g" if isinstance(option.default, float) else None,
                                                              key=widget, persist_state="session")
         if values:
             chosen[key] = values
     return chosen
+
+
+# -- jobs on screen ---------------------------------------------------------------------------------
+
+def ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.1f} s" if seconds >= 0.95 else f"{seconds:.2f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
+
+
+def status_text(job, position: int) -> tuple[float, str]:
+    """(fraction, text) of a job that is not finished: its place in the queue, or its progress with
+    the elapsed and the expected time."""
+    if position > 0:
+        ahead = position - 1
+        return 0.0, ("In the queue: next to start" if ahead == 0 else
+                     f"In the queue: {ordinal(position)} ({ahead} computation{'s' if ahead > 1 else ''} first)")
+    expected = f" of ≈ {duration(job.expected)}" if job.expected else ""
+    if job.started is None:
+        return 0.0, "starting…"
+    return job.progress, f"{int(100 * job.progress)}% · {duration(job.elapsed())}{expected}"
+
+
+def time_caption(job, cached: bool) -> str:
+    """'computed in 0.05 s', or '0.05 s to compute · cached' when it was finished before this run."""
+    seconds = job.seconds
+    if cached:
+        return f"{duration(seconds)} to compute · cached"
+    return f"computed in {duration(seconds)}"
+
+
+def show_jobs(entries: dict, on_done: Callable[[str, object, bool], None], service, timeout: float | None = None) -> None:
+    """Draw each pending job's status in its placeholder until it finishes, then ``on_done(name, job,
+    cached)`` (in the script thread). ``entries``: {name: (job, placeholder)}; a job already finished
+    is drawn at once with ``cached=True``."""
+    pending = {}
+    for name, (job, cell) in entries.items():
+        if job.done.is_set():
+            on_done(name, job, True)
+        else:
+            pending[name] = (job, cell)
+    shown: dict = {}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while pending:
+        for name, (job, cell) in list(pending.items()):
+            if job.done.is_set():
+                del pending[name]
+                on_done(name, job, False)
+                continue
+            fraction, text = status_text(job, service.position(job))
+            if shown.get(name) != text:
+                shown[name] = text
+                cell.progress(min(max(fraction, 0.0), 1.0), text=text)
+        if pending:
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            service.wait_any([job for job, _ in pending.values()], POLL)
+
+
+def requested(key) -> bool:
+    return key in st.session_state.get(REQUESTED, set())
+
+
+def request(key) -> None:
+    st.session_state.setdefault(REQUESTED, set()).add(key)
+
+
+def start_cell(cell, model, layer: str, method: str, options: dict | None, key, seconds: float | None,
+               model_name: str, button_key: str) -> None:
+    """In ``cell``: what the method costs, its expected time here, and a button that starts it."""
+    from appkit import costs
+
+    options = camlib.get_method(method).resolve_options(dict(options or {}))
+    words = costs.cost_words(model, layer, method, options)
+    how = "measured" if costs.estimate_known(model_name, layer, method) else "estimated"
+    expected = "" if seconds is None else f" · ≈ {duration(seconds)} here ({how})"
+    with cell.container():
+        st.caption(words + expected)
+        st.button("Compute", key=button_key, on_click=request, args=(key,), icon=":material/play_arrow:",
+                  type="primary", help="This method evaluates the network (or its tail) many times; the "
+                                       "expected time is this server's.")
+
+
+def footer() -> None:
+    """The sidebar's last line, drawn when a run is over: the compute service's state (its container,
+    key ``run_done``, marks a finished run for the browser tests and the benchmark)."""
+    from appkit.service import service
+
+    stats = service().stats()
+    with st.sidebar.container(key="run_done"):
+        st.caption(f"Compute service: {stats['workers']} workers, {stats['threads_per_job']} torch thread(s) per "
+                   f"job, {stats['cores']} cores · now {stats['running']} running, {stats['queued']} queued · "
+                   f"{stats['finished']} results kept for every visitor.")
+
+
+#: Session-state keys of :func:`deferred_chart`.
+CHART_READY, CHART_ARMED = "_charts_ready", "_charts_armed"
+
+
+def deferred_chart(draw: Callable[[], object], height: int = 280, delay: float = 0.5) -> None:
+    """Draw an interactive chart, but in a new session only once the browser has shown the rest.
+
+    A plotly chart makes the browser load and compile plotly.js (megabytes of script) on its main
+    thread, which holds back the heatmaps drawn above it (measured in headless Chromium: a new
+    session's maps took about twice as long with the chart on the page). So the session's first
+    run draws a placeholder of the chart's height in a fragment that the *browser* reruns after
+    ``delay`` seconds (its timer runs once the page is drawn); that rerun lets every later run of
+    the session draw the chart at once (``st.rerun``), so it appears right after the maps.
+    """
+    state = st.session_state
+    if state.get(CHART_READY):
+        draw()
+        return
+
+    @st.fragment(run_every=delay)
+    def later() -> None:
+        if state.get(CHART_ARMED):
+            state[CHART_READY] = True
+            st.rerun(scope="app")
+        state[CHART_ARMED] = True
+        st.container(height=height, border=False).caption("The chart is on its way…")
+
+    later()

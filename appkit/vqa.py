@@ -30,8 +30,8 @@ MODEL = "vqa_shapes"
 EXAMPLE_SEEDS = (1_000_000_017, 1_000_000_024, 1_000_000_039, 1_000_000_130)
 #: Generated questions offered per family (all of a family when it has fewer).
 QUESTIONS_PER_FAMILY = 3
-#: CAM (Zhou et al.) needs a linear tail; the VQA tail is nonlinear, so it is not offered.
-METHODS = tuple(m for m in camlib.list_methods() if m != "cam")
+#: Every method camlib has (one that needs a linear tail says so in its cell: the VQA tail is nonlinear).
+METHODS = tuple(camlib.list_methods())
 #: Nearest-neighbour upscaling of the 128×128 scene for display.
 DISPLAY_SCALE = 3
 MAX_SEED = 2**32 - 1
@@ -67,18 +67,22 @@ def scene_pil(scene_: scenes.Scene) -> Image.Image:
 
 
 def normalize_question(text: str) -> str:
-    """Lower case, single spaces, one trailing '?': the cache key of a question ('' if empty)."""
-    words = str(text).strip().lower().removesuffix("?").split()
-    return " ".join(words) + "?" if words else ""
+    """The templates' words (``camlib.vqa.explainable.canonical_question``: lower case, single spaces,
+    "color" -> "colour", ...) and one '?': the cache key of a question ('' if empty)."""
+    from camlib.vqa.explainable import canonical_question
+
+    words = canonical_question(text)
+    return words + "?" if words else ""
 
 
 def parse_question(model, text: str) -> tuple[str | None, str | None]:
-    """``(normalised question, None)``, or ``(None, message)`` naming the unknown words and listing
-    the vocabulary (an empty question too); never raises."""
+    """``(normalised question, None)``, or ``(None, message)`` naming the unknown words and saying
+    in words what is allowed (an empty question too); never raises."""
     try:
         model.question_tokens(str(text))
     except ValueError as exc:
-        return None, str(exc)
+        message = str(exc)
+        return None, message[:1].upper() + message[1:]
     return normalize_question(text), None
 
 

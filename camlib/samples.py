@@ -37,11 +37,14 @@ class Sample:
         key: short identifier, e.g. ``"chelsea"``.
         title: human-readable title for the gallery.
         source: provenance and licence of the photo.
-        classes: expected ImageNet-1k class indices (torchvision ordering),
-            most likely first.
+        classes: the ImageNet-1k class indices (torchvision ordering) of
+            the boxed object, most likely first.
         boxes: ground-truth boxes of the object(s) of those classes, each
             ``(xmin, ymin, xmax, ymax)`` inclusive, in original pixels.
-        note: optional remark for users (e.g. why a class was chosen).
+        note: a remark for users: what the app's default model
+            (EfficientNet-Lite0) predicts, quoting its top classes as
+            'class name' (checked against the model by tests/app/test_gallery.py),
+            and what the box marks.
     """
 
     key: str
@@ -63,6 +66,8 @@ _SAMPLES: tuple[Sample, ...] = (
         ),
         classes=(281, 282, 285),  # tabby, tiger cat, Egyptian cat
         boxes=((0, 0, 399, 299),),
+        note="EfficientNet-Lite0 (the default model) answers 'Egyptian cat', then 'tiger cat' and "
+        "'tabby'. The cat's box covers most of the photo: no test for the pointing game.",
     ),
     Sample(
         key="coffee",
@@ -74,6 +79,7 @@ _SAMPLES: tuple[Sample, ...] = (
         ),
         classes=(967, 968, 504),  # espresso, cup, coffee mug
         boxes=((173, 19, 406, 304),),  # the cup, handle included
+        note="EfficientNet-Lite0 (the default model) answers 'espresso', then 'cup' and 'coffee mug'.",
     ),
     Sample(
         key="rocket",
@@ -85,8 +91,9 @@ _SAMPLES: tuple[Sample, ...] = (
         ),
         classes=(812, 657, 744),  # space shuttle, missile, projectile
         boxes=((307, 128, 335, 405),),  # the rocket, not the towers
-        note="ImageNet has no 'rocket' class; space shuttle, missile and "
-        "projectile are the closest.",
+        note="ImageNet has no 'rocket' class. EfficientNet-Lite0 (the default model) answers "
+        "'drilling platform' (the launch towers), then 'missile', 'projectile' and 'space shuttle'. The box "
+        "marks the rocket itself: explain the class missile to see where the model finds it.",
     ),
     Sample(
         key="astronaut",
@@ -99,8 +106,10 @@ _SAMPLES: tuple[Sample, ...] = (
         ),
         classes=(812,),  # space shuttle
         boxes=((355, 0, 458, 272),),  # the shuttle model, top right
-        note="ImageNet has no 'person' or 'astronaut' class; the expected "
-        "class is the space-shuttle model behind her.",
+        note="ImageNet has no 'person' or 'astronaut' class. EfficientNet-Lite0 (the default model) "
+        "answers 'bobsled', then 'football helmet': a person in a suit and helmet. The box marks the shuttle "
+        "model behind her (class space shuttle, far down the model's list): explain that class to ask where "
+        "the model would see a shuttle.",
     ),
     Sample(
         key="camera",
@@ -111,8 +120,8 @@ _SAMPLES: tuple[Sample, ...] = (
         ),
         classes=(872,),  # tripod
         boxes=((229, 186, 407, 511),),  # the tripod, below the camcorder
-        note="Grayscale photo. ImageNet has no 'person' or 'camcorder' "
-        "class; the expected class is the tripod.",
+        note="Grayscale photo. ImageNet has no 'person' or 'camcorder' class; EfficientNet-Lite0 (the default "
+        "model) answers 'tripod', the object in the box.",
     ),
 )
 

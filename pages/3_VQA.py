@@ -124,10 +124,10 @@ with question_col:
 
 # -- controls ----------------------------------------------------------------------------------------
 
-methods = st.sidebar.multiselect("Methods", vqa.METHODS, default=list(appkit.DEFAULT_METHODS), key="vqa_methods",
-                                 format_func=appkit.method_title, persist_state="session",
-                                 help="Score-CAM, Ablation-CAM and SHAP-CAM evaluate the network once per map: "
-                                      "they run last, with a progress bar. CAM needs a linear tail: not here.")
+state.setdefault("vqa_methods", list(appkit.DEFAULT_METHODS))
+methods = st.sidebar.pills("Methods", list(vqa.METHODS), selection_mode="multi", key="vqa_methods",
+                           format_func=appkit.method_title, persist_state="session", help=appkit.methods_help())
+methods = [m for m in vqa.METHODS if m in (methods or [])]
 alpha = st.sidebar.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="vqa_alpha", persist_state="session")
 top_k = st.sidebar.slider("Maps in the coefficient charts", 5, model.layer_info(layer).shape[0], 16, 1,
                           key="vqa_top_k", persist_state="session")
@@ -142,35 +142,44 @@ if not methods:
     st.info("Choose at least one method in the sidebar.")
     st.stop()
 
+svc = appkit.service()
+jobs = {}
+for method in appkit.ordered_for_compute(methods):
+    try:
+        jobs[method] = appkit.plan_explanation(vqa.MODEL, image_key, image, method, layer, target,
+                                               method_options.get(method), question=text)
+    except ValueError as exc:
+        jobs[method] = exc
+maps_job = appkit.submit_activations(vqa.MODEL, image_key, image, layer, question=text)
 cells = appkit.method_cells(methods)
+for method, plan in jobs.items():
+    if isinstance(plan, ValueError):
+        cells[method].warning(str(plan))
+    elif plan[0] is None:
+        appkit.start_cell(cells[method], model, layer, method, method_options.get(method), plan[1], plan[2],
+                          vqa.MODEL, f"vqa_start_{method}")
 
 outline = question.evidence_mask if question is not None and question.has_evidence else None
 results: dict[str, dict] = {}
-for method in appkit.ordered_for_compute(methods):
+
+
+def draw(method: str, job, cached: bool) -> None:
     cell = cells[method]
-    with cell.container():
-        progress = None
-        if method in appkit.SLOW_METHODS:
-            progress = appkit.progress_bar(st, f"{appkit.method_title(method)} · {model.layer_info(layer).shape[0]} maps")
-        else:
-            st.caption("computing…")
-    try:
-        res = appkit.explanation(vqa.MODEL, image_key, image, method, layer, target, method_options.get(method),
-                                 _progress=progress, question=text)
-    except (ValueError, FloatingPointError) as exc:
-        cell.warning(str(exc))
-        continue
-    except Exception as exc:  # never a traceback on screen
-        cell.error(f"{appkit.method_title(method)} failed: {type(exc).__name__}: {exc}")
-        continue
-    results[method] = res
+    if job.state is appkit.State.FAILED:
+        cell.warning(job.error) if job.kept else cell.error(f"{appkit.method_title(method)} failed: {job.error}")
+        return
+    res = results[method] = job.result
     with cell.container(key=f"vqa_cam_{method}"):
         st.image(vqa.heatmap_view(scene.image, res["saliency"], alpha, outline if show_evidence else None),
                  width="stretch")
         note = " · map is all zero (every α·A ≤ 0)" if res["constant"] else ""
         energy = vqa.evidence_energy(res["saliency"], outline)
         inside = "" if energy is None else f" · {appkit.fmt_percent(energy)} of the energy on the evidence"
-        st.caption(f"computed in {res['seconds']:.2f} s{inside}{note}")
+        st.caption(f"{appkit.time_caption(job, cached)}{inside}{note}")
+
+
+pending = {m: (plan[0], cells[m]) for m, plan in jobs.items() if not isinstance(plan, ValueError) and plan[0] is not None}
+appkit.show_jobs(pending, draw, svc)
 
 if outline is not None and results:
     st.caption(f"The evidence covers {appkit.fmt_percent(vqa.area_fraction(outline))} of the image: what a "
@@ -190,22 +199,28 @@ if "liftcam" in results and results["liftcam"]["local_accuracy"] is not None:
 
 if results:
     st.subheader("Coefficients α: which activation maps matter")
-    st.caption("Maps sorted by |α|; pick a map to see it over the scene.")
-    maps = appkit.activations(vqa.MODEL, image_key, image, layer, question=text)
+    st.caption("Maps sorted by |α|. Click a bar (or pick a map beside it) to see that map over the scene.")
+    maps = appkit.result_of(maps_job)
     shown = [m for m in methods if m in results]
     for tab, method in zip(st.tabs([appkit.method_title(m) for m in shown]), shown):
         coefficients = results[method]["coefficients"]
+        choices = appkit.top_maps(coefficients, top_k)
+        picker, chart_key, seen = f"vqa_map_{method}", f"vqa_coef_{method}", f"_vqa_chart_pick_{method}"
+        clicked = appkit.selected_map(state.get(chart_key))
+        if clicked is not None and clicked != state.get(seen) and clicked in choices:
+            state[picker] = clicked
+        state[seen] = clicked
+        if state.get(picker) not in choices:
+            state[picker] = appkit.first_varying(choices, maps)
         with tab:
             chart, picked = st.columns([2, 1])
-            chart.plotly_chart(appkit.coefficient_figure(coefficients, top_k), key=f"vqa_coef_{method}",
-                               config={"displayModeBar": False})
+            chart.plotly_chart(appkit.coefficient_figure(coefficients, top_k, selected=state[picker]), key=chart_key,
+                               on_select="rerun", selection_mode="points", config={"displayModeBar": False})
             with picked:
-                k = st.selectbox("Activation map", appkit.top_maps(coefficients, top_k), key=f"vqa_map_{method}",
-                                 format_func=lambda k: f"A{k}")
-                if k is not None:
-                    a_k, flat = appkit.activation_map(maps, k)
-                    table = appkit.coefficient_table(coefficients)
-                    st.image(vqa.activation_view(scene.image, a_k), width="stretch",
-                             caption=f"A{k}: α = {appkit.fmt(table.alpha[k])}, "
-                                     f"{appkit.fmt_percent(table.share[k], 2)} of Σα"
-                                     + (" (all zero on this scene)" if flat else ""))
+                k = st.selectbox("Activation map", choices, key=picker, format_func=lambda k: f"A{k}")
+                a_k, flat = appkit.activation_map(maps, k)
+                table = appkit.coefficient_table(coefficients)
+                st.image(vqa.activation_view(scene.image, a_k), width="stretch",
+                         caption=f"A{k}: α = {appkit.fmt(table.alpha[k])}, "
+                                 f"{appkit.fmt_percent(table.share[k], 2)} of Σ|α|"
+                                 + (" (all zero on this scene)" if flat else ""))

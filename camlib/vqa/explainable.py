@@ -15,6 +15,43 @@ from camlib import zoo
 from camlib.model import CamModel
 
 
+#: What students type that the model's vocabulary spells differently (compared in lower case).
+SPELLINGS = {"color": "colour"}
+#: Phrases said in more words than the templates use, and the words of the templates.
+PHRASES = (("to the left of", "left of"), ("to the right of", "right of"),
+           ("on the left of", "left of"), ("on the right of", "right of"), ("what's", "what is"),
+           ("whats", "what is"))
+#: Questions of each family, shown when a typed question cannot be used.
+EXAMPLES = ("what colour is the circle?", "what shape is the blue object?", "is there a red square?",
+            "how many triangles are there?", "what colour is the object left of the green circle?")
+
+
+def canonical_question(text: str) -> str:
+    """A typed question in the templates' words: lower case, single spaces, common spellings
+    (:data:`SPELLINGS`, "color" -> "colour") and phrasings (:data:`PHRASES`) replaced, commas
+    dropped, at most one final "?" removed (also when typed after a space)."""
+    words = str(text).strip().lower().replace(",", " ")
+    words = words[:-1] if words.endswith("?") else words
+    words = " " + " ".join(words.split()) + " "
+    for long, short in PHRASES:
+        words = words.replace(f" {long} ", f" {short} ")
+    return " ".join(SPELLINGS.get(w, w) for w in words.split())
+
+
+def describe_vocabulary(vocabulary) -> str:
+    """The vocabulary in words, grouped (shapes, colours, the other words), with example questions."""
+    from camlib.vqa import scenes
+
+    words = [w for w in vocabulary if w != scenes.PAD]
+    shapes = [w for w in words if w in scenes.SHAPES]
+    plurals = [w for w in words if w in scenes.SHAPE_PLURALS]
+    colours = [w for w in words if w in scenes.COLOURS]
+    other = [w for w in words if w not in {*shapes, *plurals, *colours}]
+    examples = "; ".join(f"“{e}”" for e in EXAMPLES)
+    return (f"The model's vocabulary has {len(words)} words. Shapes: {', '.join(shapes)} (plural: {', '.join(plurals)}). "
+            f"Colours: {', '.join(colours)}. Other words: {', '.join(other)}. Questions look like: {examples}.")
+
+
 class VQACamModel(CamModel):
     """A CamModel whose extra input is the question: ``explain(model, scene, m, question="...")``."""
 
@@ -35,26 +72,35 @@ class VQACamModel(CamModel):
     def question_tokens(self, question) -> torch.Tensor:
         """(1, T) token ids of a question (text or ids) on the model's device.
 
-        Raises ``ValueError`` listing the vocabulary for an empty question, an unknown word or
-        an id outside the vocabulary (ids may be right-padded with 0, as the model expects).
+        Text goes through :func:`canonical_question` first ("What color is the circle?" works).
+        Raises ``ValueError`` naming the unknown words and describing the vocabulary in words
+        (:func:`describe_vocabulary`) for an empty question, an unknown word or an id outside the
+        vocabulary (ids may be right-padded with 0, as the model expects).
         """
         from camlib.vqa import scenes
 
+        words = describe_vocabulary(self.vocabulary)
         if isinstance(question, torch.Tensor):
             tokens = question.long().view(1, -1)
             if ((tokens < 0) | (tokens >= len(self.vocabulary))).any():
-                raise ValueError(f"token ids must be in 0..{len(self.vocabulary) - 1}; "
-                                 f"the vocabulary is {self.vocabulary[1:]}")
-            words = tokens != 0
-            if (words[:, 1:] & ~words[:, :-1]).any():
+                raise ValueError(f"token ids must be in 0..{len(self.vocabulary) - 1}. {words}")
+            present = tokens != 0
+            if (present[:, 1:] & ~present[:, :-1]).any():
                 raise ValueError("padding (id 0) may only follow the words, not precede them")
         else:
             if not isinstance(question, str):
-                raise ValueError("the question must be text (or a tensor of token ids); "
-                                 f"the vocabulary is {self.vocabulary[1:]}")
-            tokens = scenes.tokenize(question, self.vocabulary).view(1, -1)
+                raise ValueError(f"the question must be text (or a tensor of token ids). {words}")
+            text = canonical_question(question)
+            if not text:
+                raise ValueError(f"the question is empty. {words}")
+            known = set(self.vocabulary) - {scenes.PAD}
+            unknown = list(dict.fromkeys(w for w in text.split() if w not in known))
+            if unknown:
+                listed = ", ".join(f"“{w}”" for w in unknown)
+                raise ValueError(f"{listed} {'is' if len(unknown) == 1 else 'are'} not in the model's vocabulary. {words}")
+            tokens = scenes.tokenize(text, self.vocabulary).view(1, -1)
         if tokens.numel() == 0 or not (tokens != 0).any():
-            raise ValueError(f"the question is empty; the vocabulary is {self.vocabulary[1:]}")
+            raise ValueError(f"the question is empty. {words}")
         return tokens.to(self.device)
 
     def extra_inputs(self, batch: int, question=None, **options):

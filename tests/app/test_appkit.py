@@ -23,9 +23,14 @@ def test_numbers_never_show_nan():
 def test_coefficient_table_shares_and_ranks():
     table = appkit.coefficient_table(np.array([1.0, -3.0, 4.0]))
     assert list(table["rank"]) == [3, 2, 1]
-    assert table["share"].sum() == pytest.approx(1.0)
-    zero_sum = appkit.coefficient_table(np.array([1.0, -1.0]))
-    assert (zero_sum["share"] == 0).all()  # Σα = 0: no division, no NaN
+    assert list(table["share"]) == pytest.approx([1 / 8, 3 / 8, 4 / 8])  # |α_k| / Σ|α|
+    # Σα ≈ 0 with large α of both signs (Grad-CAM at the last layer): shares stay in [0, 1], not ±100 %
+    signed = appkit.coefficient_table(np.array([0.004, -0.003, -0.005]))
+    assert (signed["share"] >= 0).all() and (signed["share"] <= 1).all()
+    assert signed["share"].sum() == pytest.approx(1.0)
+    assert signed["share"][0] == pytest.approx(0.004 / 0.012)
+    zero = appkit.coefficient_table(np.zeros(3))
+    assert (zero["share"] == 0).all()  # all α = 0: no division, no NaN
     assert appkit.top_maps(np.array([1.0, -3.0, 2.0]), 2) == [1, 2]
 
 
@@ -36,7 +41,22 @@ def test_coefficient_figure_hover_and_colours():
     assert list(bar.x) == ["A1", "A2", "A0"]
     assert bar.marker.color[0] == appkit.NEGATIVE and bar.marker.color[1] == appkit.POSITIVE
     assert [int(c[0]) for c in bar.customdata] == [1, 2, 0]
-    assert "share of Σα" in bar.hovertemplate and "map" in bar.hovertemplate
+    assert "Σ|α|" in bar.hovertemplate and "map" in bar.hovertemplate
+    outlined = appkit.coefficient_figure(alpha, top_k=3, selected=2).data[0].marker.line.color
+    assert [c != "rgba(0,0,0,0)" for c in outlined] == [False, True, False]  # the map shown beside it
+
+
+def test_bar_labels_never_crowd():
+    """At most MAX_BAR_LABELS category labels (evenly spread), whatever the number of bars."""
+    from appkit.figures import MAX_BAR_LABELS
+
+    for k in (5, 20, 21, 57, 100):
+        fig = appkit.coefficient_figure(np.arange(1, k + 1, dtype=float), top_k=k)
+        ticks = list(fig.layout.xaxis.tickvals)
+        assert len(ticks) <= MAX_BAR_LABELS and ticks[0] == fig.data[0].x[0]
+        assert set(ticks) <= set(fig.data[0].x)
+        if k <= MAX_BAR_LABELS:
+            assert ticks == list(fig.data[0].x)
 
 
 def test_selected_map_from_plotly_events():
@@ -96,7 +116,7 @@ def test_pointing_game():
 
 
 def test_grid_and_compute_order():
-    assert [appkit.grid_columns(n) for n in (1, 3, 4, 5, 6, 7, 8)] == [1, 3, 4, 3, 3, 4, 4]
+    assert [appkit.grid_columns(n) for n in (1, 3, 4, 5, 6, 7, 8)] == [1, 3, 4, 5, 5, 5, 5]
     assert appkit.ordered_for_compute(["scorecam", "gradcam", "ablationcam", "liftcam"]) == \
         ["gradcam", "liftcam", "scorecam", "ablationcam"]
     assert appkit.snapshot_budget(_estimators_result(orderings=50)) == 10
@@ -173,7 +193,7 @@ def test_estimators_reading_in_plain_words():
     assert "Grad-CAM also cost one pass" in text
     assert "nan" not in text.lower()
     linear = appkit.reading(_estimators_result(linear=True), "tabby cat")
-    assert "every estimator is exact" in linear
+    assert "every ordering estimator is exact" in linear
 
 
 def test_figures_build():
@@ -188,3 +208,80 @@ def test_model_status():
     assert appkit.model_status(appkit.DEFAULT_MODEL) is None
     assert appkit.model_status("nope")
     assert "vqa_shapes" not in appkit.IMAGE_MODELS and appkit.DEFAULT_MODEL in appkit.IMAGE_MODELS
+
+
+def test_varying_maps_and_the_first_map_shown():
+    maps = np.zeros((4, 3, 3), dtype=np.float32)
+    maps[1, 0, 0] = 1.0
+    maps[3] = 2.0  # constant: nothing to see
+    assert list(appkit.varying_maps(maps)) == [False, True, False, False]
+    assert appkit.first_varying([3, 0, 1, 2], maps) == 1
+    assert appkit.first_varying([0, 3], maps) == 0  # none varies: the first choice
+
+
+def test_saliency_agreement():
+    a = np.array([[1.0, 0.0], [0.0, 0.0]])
+    b = np.array([[1.0, 1.0], [0.0, 0.0]])
+    assert appkit.saliency_agreement([a, a], stride=1) == pytest.approx(1.0)
+    assert appkit.saliency_agreement([a, b, a], stride=1) == pytest.approx(1 / np.sqrt(2))
+    # on maps upsampled from a coarse grid (as every CAM is), every 4th pixel gives the same cosine
+    big_a, big_b = (np.kron(m, np.ones((8, 8))) for m in (a, b))
+    assert appkit.saliency_agreement([big_a, big_b]) == pytest.approx(1 / np.sqrt(2))
+    assert appkit.saliency_agreement([a]) is None
+    assert appkit.saliency_agreement([a, np.zeros((2, 2))]) is None
+
+
+def test_box_area_share():
+    assert appkit.box_area_share([], 10, 10) is None
+    assert appkit.box_area_share([(0, 0, 4, 9)], 10, 10) == pytest.approx(0.5)
+    assert appkit.box_area_share([(0, 0, 4, 9), (0, 0, 9, 4)], 10, 10) == pytest.approx(0.75)  # the union
+
+
+def test_url_methods_and_targets():
+    from appkit import urlstate
+
+    assert urlstate.parse_methods(["gradcam", "liftcam"]) == (["gradcam", "liftcam"], [])
+    assert urlstate.parse_methods(["Grad-CAM", "LIFT-CAM", "gradcam"]) == (["gradcam", "liftcam"], [])
+    # '+' becomes a space in a query string: "Grad-CAM++" arrives as "Grad-CAM  "
+    assert urlstate.parse_methods(["Grad-CAM  "]) == (["gradcampp"], [])
+    assert urlstate.parse_methods(["gradcam", "nosuch"]) == (["gradcam"], ["nosuch"])
+    message = urlstate.methods_message(["nosuch"])
+    assert "'nosuch'" in message and "LIFT-CAM (liftcam)" in message
+    names = ["tench", "crane", "goldfish", "crane"]
+    assert urlstate.parse_target("2", names) == (2, None)
+    assert urlstate.parse_target("Goldfish", names) == (2, None)
+    assert urlstate.parse_target("9", names)[0] is None and "0 to 3" in urlstate.parse_target("9", names)[1]
+    assert urlstate.parse_target("crane", names)[0] is None and "1, 3" in urlstate.parse_target("crane", names)[1]
+    assert "no class" in urlstate.parse_target("zebra", names)[1]
+
+
+def test_not_found_page_and_unknown_paths():
+    from appkit import notfound
+
+    page = notfound.page_html("/Faithfulness/extra/<b>", "", [("Explain an image", ""), ("Faithfulness", "Faithfulness")])
+    assert "Page not found" in page and "&lt;b&gt;" in page and 'href="/Faithfulness"' in page
+    known = ["", "Faithfulness", "VQA"]
+    assert notfound.unknown_page("http://h:1/Faithfulness", known) is None
+    assert notfound.unknown_page("http://h:1/", known) is None
+    assert notfound.unknown_page("http://h:1/nope?x=1", known) == "nope"
+    assert notfound.unknown_page(None, known) is None
+
+
+def test_costs_from_the_method_metadata():
+    """Expected times and cost words come from each method's own evaluations() (new methods too)."""
+    import camlib
+    from appkit import costs
+
+    model = appkit.get_model(appkit.DEFAULT_MODEL)
+    layer = model.default_layer
+    k = model.layer_info(layer).shape[0]
+    for key, method in camlib.methods.METHODS.items():
+        options = method.resolve_options({})
+        words = costs.cost_words(model, layer, key, options)
+        if method.cost is camlib.methods.Cost.ONE_PASS:
+            assert words == "one pass" and costs.expected_seconds("m", model, layer, key, options) is None
+        else:
+            assert f"{method.evaluations(k, **options):,}" in words
+    costs.learn("test-model", model, layer, "scorecam", {}, 2.56)
+    assert costs.expected_seconds("test-model", model, layer, "scorecam", {}) == pytest.approx(2.56)
+    assert costs.estimate_known("test-model", layer, "scorecam")

@@ -1,15 +1,24 @@
-"""The app in a real browser: `streamlit run app.py` + headless Chromium driven by Selenium.
+"""The app in a real browser: `streamlit run app.py` and headless Chromium at 1366×768 (appkit.browser).
 
-Opens a page's own URL first (a fresh server's first request), then the landing page with the default
-sample, and waits until every method's heatmap has rendered
-(an <img> with naturalWidth > 0 inside the method's cell), checks that no exception is shown, and saves
-a screenshot to test-artifacts/app.png. Then a new session (warm cache) is timed, and a click on a
-bar of a coefficient chart must pick that activation map (test-artifacts/app-picked.png).
+One server for the module. Its first request is a page's own URL (Streamlit's legacy pages/ mode must
+still give the app's navigation), then the landing page. Checked on screen:
 
-The methods come from the URL (`?methods=...`, the multiselect is bound to the query string): the fast
-ones by default, so the test fits in ~2 minutes on a busy 2-core CPU; set CAMLIB_BROWSER_METHODS=default
-to wait for the six default methods (Score-CAM included) instead.
+* the first view of a 1366×768 laptop shows the image and the default heatmaps, the sample pills and
+  the sidebar's method pills whole (nothing truncated or clipped); a screenshot goes to
+  test-artifacts/landing-1366x768.png;
+* the teaching box and its one-click inner layer (the same methods side by side);
+* a bar clicked in the coefficient chart moves the picker, and the map beside it, to that bar;
+* the share of Σ|α| lies between 0 and 100 %; the gallery note names the model's actual answer;
+* URL round trips: sample, layer, target and methods (keys or titles, comma-separated) in, the same
+  view and the same parameters out; an unknown method named in a message;
+* a failed upload keeps the previous maps, labelled as such;
+* Faithfulness in classroom words (the formulas in the help icons), the fair-box hint;
+* VQA: "color" accepted, an unknown word explained in words;
+* the SHAP page's chart: a log axis with readable ticks, labels in the legend;
+* "page not found" for /Faithfulness/extra/path (HTTP 404) and /nope (a message on the landing page);
+* four browser sessions at once, each on its own sample, each shown its own maps.
 
+Timings are printed for information (`-s`), never asserted: `python -m appkit.bench` measures them.
 Skipped when Chromium, chromedriver or selenium are missing, unless CAMLIB_REQUIRE_BROWSER=1.
 """
 
@@ -17,187 +26,300 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
-import socket
-import subprocess
-import sys
+import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
 
+from appkit import browser
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = os.environ.get("CAMLIB_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("CAMLIB_CHROMEDRIVER", "/usr/bin/chromedriver")
-FAST_METHODS = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "xgradcam": "XGrad-CAM", "liftcam": "LIFT-CAM"}
-DEFAULT_METHODS = {**FAST_METHODS, "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM"}
-RENDER_TIMEOUT = 120 if os.environ.get("CAMLIB_BROWSER_METHODS") != "default" else 900
+DEFAULT = ["gradcam", "gradcampp", "xgradcam", "liftcam"]
+KEYS = [f"cam_{m}" for m in DEFAULT]
+TIMEOUT = 240
 
 
-def _missing() -> str | None:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install selenium)"
-    for path, what in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromedriver")):
-        if not (pathlib.Path(path).exists() or shutil.which(path)):
-            return f"{what} not found at {path} (apt-get install chromium chromium-driver)"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(port: int, server: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"streamlit did not answer on port {port} within {timeout} s")
-
-
-def _rendered(driver, methods) -> dict[str, bool]:
-    """Per method: does its cell hold a loaded image?"""
-    script = """
-        const out = {};
-        for (const key of arguments[0]) {
-            const imgs = document.querySelectorAll(`.st-key-cam_${key} img`);
-            out[key] = Array.from(imgs).some(i => i.complete && i.naturalWidth > 0);
-        }
-        return out;"""
-    return driver.execute_script(script, list(methods))
-
-
-def test_landing_page_renders_heatmaps_in_chromium():
-    reason = _missing()
+def _skip_without_browser():
+    reason = browser.missing()
     if reason:
         if os.environ.get("CAMLIB_REQUIRE_BROWSER") == "1":
             pytest.fail(f"browser test required (CAMLIB_REQUIRE_BROWSER=1) but {reason}")
         pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.common.exceptions import StaleElementReferenceException
+
+
+@pytest.fixture(scope="module")
+def server():
+    _skip_without_browser()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with browser.Server(log=ARTIFACTS / "streamlit.log") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def driver(server):
+    d = browser.chrome(*browser.LAPTOP)
+    yield d
+    d.quit()
+
+
+def open_page(driver, url: str, keys=(), timeout: float = TIMEOUT) -> dict:
+    start = time.monotonic()
+    driver.get(url)
+    seen = browser.wait_rendered(driver, keys, timeout, start) if keys else {}
+    assert browser.idle(driver, timeout), "the script run did not finish"
+    assert not browser.exceptions(driver), browser.exceptions(driver)
+    return seen
+
+
+def alerts(driver) -> list[str]:
+    return browser.texts(driver, '[data-testid="stAlertContainer"]')
+
+
+def query(driver) -> dict:
+    return urllib.parse.parse_qs(urllib.parse.urlparse(driver.current_url).query)
+
+
+def click(driver, selector: str) -> None:
+    element = driver.find_element("css selector", selector)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
+def test_first_request_for_a_page_url(server, driver):
+    """A fresh server's first request is a page's own URL: the app's own navigation, no exception."""
+    driver.get(server.url("/How_it_works"))
+    assert browser.wait_for(lambda: driver.find_elements("css selector", ".katex"), TIMEOUT), \
+        "the How it works page did not render"
+    assert not browser.exceptions(driver)
+    nav = driver.find_element("css selector", '[data-testid="stSidebarNav"]').text
+    assert "Explain an image" in nav and "SHAP-CAM vs LIFT-CAM" in nav, nav
+
+
+def test_landing_first_view_on_a_laptop(server, driver):
+    seen = open_page(driver, server.url("/"), KEYS)
+    assert len(seen) == len(KEYS), f"heatmaps not rendered: {seen}"
+    time.sleep(1)
+    driver.execute_script("window.scrollTo(0, 0)")
+    driver.save_screenshot(str(ARTIFACTS / "landing-1366x768.png"))
+    assert driver.execute_script("return [window.innerWidth, window.innerHeight]") == list(browser.LAPTOP)
+    # the image and the default heatmaps lie wholly inside the first view
+    visible = [e for e in browser.in_view(driver, '[data-testid="stMainBlockContainer"] [data-testid="stImage"] img')
+               if e["visible"]]
+    assert len(visible) >= 1 + 2, visible
+    for key in KEYS:
+        box = browser.in_view(driver, f".st-key-{key} img")
+        assert box and box[0]["visible"], (key, box)
+    # the first activation map is not all zero on the image
+    captions = browser.texts(driver, '[data-testid="stImageCaption"]')
+    assert any("over the image (min–max scaled)" in c for c in captions), captions
+    assert not any("all zero on this image" in c for c in captions)
+    # sample pills and the sidebar's method pills: whole, never truncated or clipped
+    clipped = driver.execute_script("""
+        const side = document.querySelector('[data-testid="stSidebar"]').getBoundingClientRect();
+        return Array.from(document.querySelectorAll('[data-testid="stSidebar"] [data-testid="stButtonGroup"] button'))
+          .filter(b => { const r = b.getBoundingClientRect();
+                         const t = b.querySelector('p') || b;
+                         return r.left < side.left || r.right > side.right || t.scrollWidth > t.clientWidth + 1; })
+          .map(b => b.textContent);""")
+    assert not clipped, clipped
+    pills = browser.texts(driver, '[data-testid="stSidebar"] [data-testid="stButtonGroup"] button')
+    for title in ("Chelsea the cat", "Falcon 9 rocket on the launch pad", "Grad-CAM++", "LIFT-CAM", "SHAP-CAM"):
+        assert any(title in p for p in pills), (title, pills)
+    # what the page teaches, with the agreement measured on these maps
+    text = driver.find_element("css selector", '[data-testid="stMainBlockContainer"]').text
+    assert "Why do the maps look alike?" in text and "exactly the SHAP value" in text
+    # the note names the model's answer; the share is of Σ|α|, within 0-100 %
+    assert "answers 'Egyptian cat'" in text
+    share = next(m for m in browser.texts(driver, '[data-testid="stMetric"]') if "share of Σ|α|" in m)
+    assert 0 <= float(share.split("Σ|α|")[1].strip().rstrip("%")) <= 100, share
+    # the URL now holds the view
+    params = query(driver)
+    assert params["sample"] == ["chelsea"] and params["layer"] == ["bn2"]
+    assert params["methods"] == [",".join(DEFAULT)]
+    # a new session on the warm server
+    start = time.monotonic()
+    warm = open_page(driver, server.url("/"), KEYS)
+    print(f"\nlanding page: default maps after {max(seen.values()):.1f} s (server cold), "
+          f"a new session {max(warm.values()):.1f} s (warm; page load until idle {time.monotonic() - start:.1f} s)")
+
+
+def test_compare_with_the_inner_layer(server, driver):
+    open_page(driver, server.url("/", methods="gradcam,liftcam"), ["cam_gradcam", "cam_liftcam"])
+    click(driver, ".st-key-compare_on button")
+    seen = browser.wait_rendered(driver, ["cmp_gradcam", "cmp_liftcam"], TIMEOUT)
+    assert len(seen) == 2, seen
+    assert browser.idle(driver, TIMEOUT)
+    text = driver.find_element("css selector", '[data-testid="stMainBlockContainer"]').text
+    assert "Layer bn2" in text and "Layer blocks.6" in text and "At blocks.6" in text
+    assert query(driver)["compare"] == ["blocks.6"]
+    driver.save_screenshot(str(ARTIFACTS / "compare-1366x768.png"))
+
+
+def test_bar_click_moves_the_picker(server, driver):
+    """Click the fifth bar: the picker, the map beside the chart and its α all name that bar's map."""
     from selenium.webdriver.common.action_chains import ActionChains
 
-    methods = DEFAULT_METHODS if os.environ.get("CAMLIB_BROWSER_METHODS") == "default" else FAST_METHODS
-    ARTIFACTS.mkdir(exist_ok=True)
-    port = _free_port()
-    log = open(ARTIFACTS / "streamlit.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    driver = None
+    open_page(driver, server.url("/", methods="gradcam"), ["cam_gradcam"])
+    assert browser.wait_for(lambda: len(driver.find_elements("css selector", ".st-key-coef_gradcam .point path")) >= 5)
+    labels = browser.texts(driver, ".st-key-coef_gradcam .xtick text")
+    target = driver.find_elements("css selector", ".st-key-coef_gradcam .point path")[4]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", target)
+    time.sleep(0.5)
+    ActionChains(driver).move_to_element(target).pause(0.3).click().perform()
+    wanted = labels[4]
+
+    def synced():
+        picker = driver.execute_script("return document.querySelector('.st-key-map_gradcam input').value")
+        shown = [c.split(" ")[0] for c in browser.texts(driver, '[data-testid="stImageCaption"]') if " over the image" in c]
+        alphas = [m for m in browser.texts(driver, '[data-testid="stMetric"]') if m.startswith("α of")]
+        return picker == wanted and shown == [wanted] and len(alphas) == 1 and alphas[0].startswith(f"α of {wanted}")
+
+    assert browser.wait_for(synced, TIMEOUT), "the picker, the map and its α do not follow the click"
+    driver.save_screenshot(str(ARTIFACTS / "picked.png"))
+
+
+@pytest.mark.parametrize("methods, expected", [("gradcam,liftcam", ["gradcam", "liftcam"]), ("gradcam", ["gradcam"]),
+                                               ("Grad-CAM,LIFT-CAM", ["gradcam", "liftcam"])])
+def test_url_round_trip(server, driver, methods, expected):
+    keys = [f"cam_{m}" for m in expected]
+    seen = open_page(driver, server.url("/", sample="coffee", layer="blocks.6", target="968", methods=methods), keys)
+    assert len(seen) == len(keys), seen
+    for other in DEFAULT:
+        if other not in expected:
+            assert not browser.rendered(driver, [f"cam_{other}"])[f"cam_{other}"]
+    text = driver.find_element("css selector", '[data-testid="stMainBlockContainer"]').text
+    assert "Espresso cup" in text and "Explaining class cup (index 968)" in text and "at layer blocks.6" in text
+    params = query(driver)
+    assert params["sample"] == ["coffee"] and params["layer"] == ["blocks.6"] and params["target"] == ["968"]
+    assert params["methods"] == [",".join(expected)]
+    # the written URL opens the same view
+    again = driver.current_url
+    seen = open_page(driver, again, keys)
+    assert len(seen) == len(keys) and query(driver) == params
+
+
+def test_url_unknown_method_is_named(server, driver):
+    open_page(driver, server.url("/", methods="gradcam,nosuchcam"), ["cam_gradcam"])
+    messages = " ".join(alerts(driver))
+    assert "'nosuchcam'" in messages and "LIFT-CAM (liftcam)" in messages
+
+
+def test_failed_upload_labels_the_old_results(server, driver):
+    from upload_corpus import upload_corpus
+
+    open_page(driver, server.url("/", methods="liftcam"), ["cam_liftcam"])
+    path = ARTIFACTS / "truncated.jpg"
+    path.write_bytes(upload_corpus()["truncated.jpg"][0])
+    driver.find_element("css selector", '[data-testid="stSidebar"] input[type="file"]').send_keys(str(path))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("previous image" in a for a in alerts(driver)):
+        time.sleep(0.3)
+    messages = " ".join(alerts(driver))
+    assert "truncated" in messages.lower() and "still those of the previous image, “Chelsea the cat”" in messages
+    assert browser.rendered(driver, ["cam_liftcam"])["cam_liftcam"]
+
+
+def test_faithfulness_in_classroom_words(server, driver):
+    open_page(driver, server.url("/Faithfulness", sample="chelsea"))
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and "Only the map kept" not in driver.page_source:
+        time.sleep(0.5)
+    assert browser.idle(driver, TIMEOUT)
+    text = driver.find_element("css selector", '[data-testid="stMainBlockContainer"]').text
+    assert "Only the map kept" in text and "The map removed" in text
+    assert "∘" not in text and "s(u(L))" not in text  # the formulas are in the help icons only
+    assert "no test" in text  # the cat's box covers most of the image
+    assert driver.find_elements("css selector", ".st-key-faith_fair_sample button")
+    driver.save_screenshot(str(ARTIFACTS / "faithfulness.png"))
+
+
+def test_vqa_spellings_and_messages(server, driver):
+    open_page(driver, server.url("/VQA"), ["vqa_cam_gradcam"])
+    mode = [b for b in driver.find_elements("css selector", ".st-key-vqa_mode button") if "Type" in b.text]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", mode[0])
+    mode[0].click()
+    assert browser.wait_for(lambda: driver.find_elements("css selector", ".st-key-vqa_typed input"), 60)
+    box = driver.find_element("css selector", ".st-key-vqa_typed input")
+    box.send_keys("what colour is the banana?\n")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("banana" in a for a in alerts(driver)):
+        time.sleep(0.3)
+    message = next(a for a in alerts(driver) if "banana" in a)
+    assert "Colours: red, green, blue, yellow, magenta, cyan." in message and "[" not in message
+    box = driver.find_element("css selector", ".st-key-vqa_typed input")
+    box.send_keys("\ue009a")  # select all
+    box.send_keys("what color is the circle\n")
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and (any("vocabulary" in a for a in alerts(driver))
+                                           or not browser.rendered(driver, ["vqa_cam_gradcam"])["vqa_cam_gradcam"]):
+        time.sleep(0.3)
+    assert not any("vocabulary" in a for a in alerts(driver))
+    assert "what colour is the circle?" in driver.page_source
+
+
+def test_shap_chart_ticks_and_labels(server, driver):
+    open_page(driver, server.url("/SHAP_vs_LIFT", layer="blocks.6"))
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and not driver.find_elements("css selector", ".xtick text"):
+        time.sleep(0.5)
+    assert browser.idle(driver, TIMEOUT)
+    ticks = [t for t in browser.texts(driver, ".xtick text") if t]
+    assert ticks[:4] == ["1", "2", "5", "10"], ticks
+    assert not driver.find_elements("css selector", ".annotation-text")  # levels are in the legend
+    legend = " ".join(browser.texts(driver, ".legendtext"))
+    assert "Grad-CAM" in legend and "XGrad-CAM" in legend
+
+
+def test_page_not_found(server, driver):
+    open_page(driver, server.url("/", methods="liftcam"), ["cam_liftcam"])  # app.py has run once
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(server.url("/Faithfulness/extra/path"), timeout=30)
+    assert info.value.code == 404
+    driver.get(server.url("/Faithfulness/extra/path"))
+    assert "Page not found" in driver.find_element("tag name", "body").text
+    driver.find_element("link text", "Faithfulness").click()  # its links lead back into the app
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "Keep only what the map highlights" not in driver.page_source:
+        time.sleep(0.3)
+    assert "Keep only what the map highlights" in driver.page_source
+    open_page(driver, server.url("/nope"))
+    assert any("Page not found" in a and "“nope”" in a for a in alerts(driver))
+
+
+def test_four_sessions_at_once(server):
+    """Four browsers open the landing page at the same moment, each on another sample: each gets its
+    own sample's maps (the server computes them in its shared service)."""
+    samples = {"coffee": "Espresso cup", "rocket": "Falcon 9 rocket on the launch pad",
+               "camera": "Cameraman with a tripod", "astronaut": "Astronaut Eileen Collins"}
+    drivers = [browser.chrome(*browser.LAPTOP) for _ in samples]
     try:
-        _wait_healthy(port, server)
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-dev-shm-usage", "--window-size=1500,3200"):
-            options.add_argument(arg)
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        results, barrier = {}, threading.Barrier(len(drivers))
 
-        # First request of a fresh server: a page's own URL. Streamlit's legacy pages/ mode would run the
-        # page file alone; the app must still come up with its own navigation and no exception.
-        driver.get(f"http://127.0.0.1:{port}/How_it_works")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not driver.find_elements("css selector", ".katex"):
-            time.sleep(0.5)
-        assert driver.find_elements("css selector", ".katex"), "the How it works page did not render"
-        nav = driver.find_element("css selector", '[data-testid="stSidebarNav"]').text
-        assert "Explain an image" in nav and "SHAP-CAM vs LIFT-CAM" in nav, nav
-        assert not driver.find_elements("css selector", '[data-testid="stException"]')
+        def run(d, key):
+            barrier.wait()
+            start = time.monotonic()
+            d.get(server.url("/", sample=key, methods="gradcam,liftcam"))
+            results[key] = browser.wait_rendered(d, ["cam_gradcam", "cam_liftcam"], TIMEOUT, start)
 
-        query = urllib.parse.urlencode([("methods", title) for title in methods.values()])
-        start = time.monotonic()
-        driver.get(f"http://127.0.0.1:{port}/?{query}")
-
-        done, seen = {}, {}
-        while time.monotonic() - start < RENDER_TIMEOUT:
-            done = _rendered(driver, methods)
-            seen.update({m: round(time.monotonic() - start, 1) for m, ok in done.items() if ok and m not in seen})
-            if all(done.values()):
-                break
-            time.sleep(0.5)
-        elapsed = time.monotonic() - start
-        # The coefficient charts come after the maps: wait for them (and the script run to finish).
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            charts = driver.find_elements("css selector", '[data-testid="stPlotlyChart"]')
-            running = driver.find_elements("css selector", '[data-testid="stStatusWidget"]')
-            if len(charts) >= 2 and not running:
-                break
-            time.sleep(1)
-        time.sleep(2)  # let the charts draw before the screenshot
-        driver.save_screenshot(str(ARTIFACTS / "app.png"))
-
-        assert all(done.values()), f"heatmaps not rendered after {elapsed:.0f} s: {done}"
-        images = driver.execute_script(
-            "return Array.from(document.querySelectorAll('[data-testid=\"stImage\"] img'))"
-            ".filter(i => i.naturalWidth > 0).length")
-        assert images >= len(methods)
-        exceptions = driver.find_elements("css selector", '[data-testid="stException"]')
-        assert not exceptions, exceptions[0].text
-        assert "Class activation maps" in driver.page_source
-
-        # A new session (reload) on the warm server: the maps come from the cache.
-        start = time.monotonic()
-        driver.get(f"http://127.0.0.1:{port}/?{query}")
-        while time.monotonic() - start < 60 and not all(_rendered(driver, methods).values()):
-            time.sleep(0.25)
-        warm = time.monotonic() - start
-        assert all(_rendered(driver, methods).values()), "warm reload did not render the heatmaps"
-        print(f"cold: each map appeared after (s): {seen}")
-        print(f"{len(methods)} heatmaps rendered in {elapsed:.1f} s cold (model load included), "
-              f"{warm:.1f} s warm (new session, cached)")
-
-        # Click the largest bar of the first coefficient chart: the plotly selection picks that map.
-        first = next(iter(methods))
-        clicked = False
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not clicked:
-            try:  # the chart may re-render between finding and clicking a bar: try again
-                bars = driver.find_elements("css selector", f".st-key-coef_{first} .point path")
-                if bars:
-                    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", bars[0])
-                    time.sleep(0.5)
-                    ActionChains(driver).move_to_element(bars[0]).pause(0.5).click().perform()
-                    clicked = True
-            except StaleElementReferenceException:
-                pass
-            time.sleep(0.5)
-        assert clicked, "no coefficient chart to click"
-        picked = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not picked:
-            captions = driver.execute_script(
-                "return Array.from(document.querySelectorAll('[data-testid=\"stCaptionContainer\"]'))"
-                ".map(e => e.textContent)")
-            picked = [c for c in captions if "Picked in the chart" in c]
-            time.sleep(0.5)
-        assert picked, "clicking a bar did not pick its activation map"
-        driver.save_screenshot(str(ARTIFACTS / "app-picked.png"))
-        assert not driver.find_elements("css selector", '[data-testid="stException"]')
-
+        threads = [threading.Thread(target=run, args=(d, k)) for d, k in zip(drivers, samples)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for d, (key, title) in zip(drivers, samples.items()):
+            assert len(results[key]) == 2, (key, results[key])
+            assert browser.idle(d, TIMEOUT) and not browser.exceptions(d)
+            text = d.find_element("css selector", '[data-testid="stMainBlockContainer"]').text
+            assert title in text, (key, text[:200])
+            assert query(d)["sample"] == [key]
+        sources = [d.execute_script("return document.querySelector('.st-key-cam_liftcam img').src") for d in drivers]
+        assert len(set(sources)) == len(drivers)  # four different images, one per session
+        print("\n4 sessions at once, default maps after (s):",
+              {k: round(max(v.values()), 1) for k, v in results.items()})
     finally:
-        if driver is not None:
-            driver.quit()
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+        for d in drivers:
+            d.quit()

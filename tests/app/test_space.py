@@ -16,7 +16,7 @@ the HEALTHCHECK must fail.
 The CMD's own port (the Space's app_port) is used when it is free; when it is busy (another server on
 this machine) the test replaces that one ``--server.port=`` argument by a free port, and says so.
 The browser part skips without Chromium, chromedriver or selenium, unless CAMLIB_REQUIRE_BROWSER=1;
-its helpers (`_missing`, `_wait_healthy`, `_rendered`, ...) are test_browser.py's.
+its helpers (`missing`, `wait_healthy`, `rendered`, ...) are appkit.browser's.
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ import tomllib
 import urllib.request
 
 import pytest
-import test_browser as browser
+
+from appkit import browser
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 CONFIG = ROOT / ".streamlit" / "config.toml"
@@ -384,7 +386,7 @@ def _embedding_page(folder: pathlib.Path, app_url: str) -> http.server.Threading
         f'<!doctype html><title>embedding</title><iframe id="space" src="{app_url}" '
         'style="width:1400px;height:3000px;border:0"></iframe>')
     handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", browser._free_port()), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", browser.free_port()), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -422,7 +424,7 @@ def _check_in_browser(tmp_path: pathlib.Path, port: int) -> None:
         # The landing page (one fast method, from the URL): its heatmap appears, no exception, and the
         # theme is config.toml's.
         driver.get(f"http://127.0.0.1:{port}/?methods=LIFT-CAM")
-        _wait("the LIFT-CAM heatmap", lambda: all(browser._rendered(driver, ["liftcam"]).values()), 180)
+        _wait("the LIFT-CAM heatmap", lambda: all(browser.rendered(driver, ["cam_liftcam"]).values()), 180)
         assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
         assert "Explain an image" in driver.page_source
         background = driver.execute_script(
@@ -440,8 +442,8 @@ def _check_in_browser(tmp_path: pathlib.Path, port: int) -> None:
         field[0].send_keys(str(image))
 
         def uploaded():
-            captions = [e.text for e in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImageCaption"]')]
-            if any(image.name in c for c in captions):
+            shown = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMainBlockContainer"]')
+            if shown and image.name in shown[0].text:  # the upload's name titles the image
                 return "ok"
             if driver.find_elements(By.CSS_SELECTOR, '[data-testid="stFileChipIconError"]'):
                 chips = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stFileChips"]')
@@ -449,8 +451,8 @@ def _check_in_browser(tmp_path: pathlib.Path, port: int) -> None:
             return None
 
         outcome = _wait("the uploaded image in the page", uploaded, 120)
-        browser.ARTIFACTS.mkdir(exist_ok=True)
-        driver.save_screenshot(str(browser.ARTIFACTS / "space-iframe-upload.png"))
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "space-iframe-upload.png"))
         assert outcome == "ok", f"upload inside a cross-site iframe failed: {outcome}"
     finally:
         driver.quit()
@@ -468,7 +470,7 @@ def test_app_starts_from_the_image_files_with_the_dockerfile_cmd(tmp_path):
     argv[0] = sys.executable  # the image's `python`
     port = int(cmd_flags()["server.port"])
     if not _port_free(port):
-        free = browser._free_port()
+        free = browser.free_port()
         argv[argv.index(f"--server.port={port}")] = f"--server.port={free}"
         print(f"port {port} is busy here: the app runs on {free} (only that argument of the CMD changed)")
         port = free
@@ -482,7 +484,7 @@ def test_app_starts_from_the_image_files_with_the_dockerfile_cmd(tmp_path):
     probe = [a.replace(f"127.0.0.1:{front_matter()['app_port']}", f"127.0.0.1:{port}") for a in probe]
     try:
         try:
-            browser._wait_healthy(port, server, timeout=120)
+            browser.wait_healthy(port, server, timeout=120)
         except (RuntimeError, TimeoutError) as exc:
             raise AssertionError(f"{exc}; streamlit's output:\n{log_path.read_text()[-3000:]}") from None
         status, body, cookies = _get(f"http://127.0.0.1:{port}/_stcore/health")
@@ -493,7 +495,7 @@ def test_app_starts_from_the_image_files_with_the_dockerfile_cmd(tmp_path):
         assert status == 200 and b'<div id="root">' in body
         assert subprocess.run(probe, timeout=30).returncode == 0, "the HEALTHCHECK command failed"
 
-        reason = browser._missing()
+        reason = browser.missing()
         if reason:
             if os.environ.get("CAMLIB_REQUIRE_BROWSER") == "1":
                 pytest.fail(f"browser test required (CAMLIB_REQUIRE_BROWSER=1) but {reason}")

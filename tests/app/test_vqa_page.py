@@ -39,7 +39,7 @@ def test_default_scene_question_and_methods(app):
     first = questions[0]
     assert metric(at, "True answer") == first.answer == metric(at, "Model's answer")
     # the default methods (camlib's single-pass set): a heatmap each, a coefficient chart each, plus the top-5
-    methods = at.multiselect(key="vqa_methods").value
+    methods = at.pills(key="vqa_methods").value
     assert methods == ["gradcam", "gradcampp", "xgradcam", "liftcam"] == camlib.default_methods()
     assert all(shown(at, m) for m in methods)
     assert len(at.get("plotly_chart")) == 1 + len(methods)
@@ -70,7 +70,10 @@ def test_new_scene_example_and_seed(app):
     assert shown(at, "liftcam")
 
 
-def test_choose_question_methods_and_target(app):
+def test_choose_question_methods_and_target(app, monkeypatch):
+    import appkit.compute
+
+    monkeypatch.setattr(appkit.compute, "AUTO_START", float("inf"))  # SHAP-CAM starts without a click
     at = open_page(app, vqa_methods=["gradcam"])
     seed = vqa.EXAMPLE_SEEDS[0]
     _, questions = vqa.scene(seed)
@@ -79,7 +82,7 @@ def test_choose_question_methods_and_target(app):
     assert_clean(at)
     assert metric(at, "True answer") == relation.answer
 
-    at.multiselect(key="vqa_methods").set_value(["liftcam", "shapcam"]).run()
+    at.pills(key="vqa_methods").set_value(["liftcam", "shapcam"]).run()
     at.slider(key="vqa_shapcam_permutations").set_value(20).run()
     assert_clean(at)
     assert shown(at, "liftcam") and shown(at, "shapcam") and not shown(at, "gradcam")
@@ -107,7 +110,9 @@ def test_typed_questions(app):
     at.text_input(key="vqa_typed").input("what colour is the banana?").run()
     assert_clean(at)
     errors = [e.value for e in at.error]
-    assert len(errors) == 1 and "banana" in errors[0] and "vocabulary" in errors[0] and "magenta" in errors[0]
+    assert len(errors) == 1 and "“banana”" in errors[0] and "vocabulary" in errors[0] and "magenta" in errors[0]
+    assert "[" not in errors[0]  # in words, not a Python list
+
     assert not shown(at, "liftcam")  # nothing explained
     assert len(at.image) == 1  # the scene is still shown
 
@@ -126,3 +131,10 @@ def test_typed_questions(app):
     assert_clean(at)
     assert metric(at, "True answer") == "—"
     assert shown(at, "liftcam")
+
+    # common spellings work: "color" is the vocabulary's "colour"
+    _, questions = vqa.scene(vqa.EXAMPLE_SEEDS[0])
+    colour = next(q for q in questions if q.text.startswith("what colour"))
+    at.text_input(key="vqa_typed").input(colour.text.replace("colour", "color")).run()
+    assert_clean(at)
+    assert not at.error and metric(at, "True answer") == colour.answer

@@ -187,3 +187,48 @@ def test_batch_of_scenes_with_one_question(model):
     # logits_fn holds the question fixed for the metrics
     fn = model.logits_fn(tokens)
     assert_close_scaled(fn(images), batch.logits, batch.logits.abs().amax(1, keepdim=True), rel, "logits_fn")
+
+
+@pytest.mark.parametrize("typed, canonical", [
+    ("What color is the circle?", "what colour is the circle"),
+    ("what colour is the circle ?", "what colour is the circle"),
+    ("  WHAT   COLOR IS THE CIRCLE  ", "what colour is the circle"),
+    ("what colour is the object to the left of the red square?", "what colour is the object left of the red square"),
+    ("what's the colour of the circle", "what is the colour of the circle"),
+    ("is there a red circle, or not?", "is there a red circle or not"),
+])
+def test_common_spellings_are_accepted(model, typed, canonical):
+    """What a student types reaches the templates' words: the same tokens as the canonical text."""
+    from camlib.vqa.explainable import canonical_question
+
+    assert canonical_question(typed) == canonical
+    if all(w in model.vocabulary for w in canonical.split()):
+        assert model.question_tokens(typed).tolist() == [scenes.tokenize(canonical).tolist()]
+
+
+def test_typed_question_explained_like_the_template(model, hand_scene):
+    image = scenes.to_tensor(hand_scene.image)
+    a = camlib.explain(model, image, "liftcam", question="What color is the circle?")
+    b = camlib.explain(model, image, "liftcam", question="what colour is the circle?")
+    torch.testing.assert_close(a.coefficients, b.coefficients)
+
+
+@pytest.mark.parametrize("bad, named", [("what colour is the banana?", ["banana"]),
+                                        ("what colour is the purple thing", ["purple", "thing"]),
+                                        ("", [])])
+def test_bad_question_messages_are_words(model, bad, named):
+    """The message names the unknown words and lists what is allowed in words (no Python list),
+    with example questions that the model does accept."""
+    from camlib.vqa.explainable import EXAMPLES
+
+    with pytest.raises(ValueError) as info:
+        model.question_tokens(bad)
+    message = str(info.value)
+    assert "[" not in message and "]" not in message
+    for word in named:
+        assert f"“{word}”" in message
+    assert "Colours: red, green, blue, yellow, magenta, cyan." in message
+    assert "Shapes: circle, square, triangle" in message
+    for example in EXAMPLES:
+        assert f"“{example}”" in message
+        model.question_tokens(example)  # every example is a valid question

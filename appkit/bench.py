@@ -1,0 +1,323 @@
+"""Timings of the app in headless Chromium: ``python -m appkit.bench`` (about 2-4 minutes).
+
+A benchmark, not a test: it prints what it measures and asserts nothing. For each layout of the
+compute service (``--layouts 2x1 1x2``: workers × torch threads per job; default: this machine's
+default first, then the others given) it starts a fresh server and measures
+
+1. **cold**: from launching ``streamlit run app.py`` to the first heatmap, and to all default maps,
+   in a browser that opens the landing page as soon as the server answers its health check;
+2. **warm**: a new browser session (a new page load: a new Streamlit session) on the warm server,
+   to all default maps (``--warm`` repetitions; the median is reported);
+3. **4 sessions**: four browsers (started beforehand) open the landing page at the same moment,
+   each with another sample (their maps are not computed yet); for each: the time to all its
+   default maps, and that its page shows its own sample and four loaded maps;
+4. **4 sessions, one image**: the same, all on one image not computed yet (the service computes
+   each map once and the four sessions share it).
+
+During the runs the service writes one line per job start and end (``CAMLIB_SERVICE_TRACE``):
+the benchmark reports the most torch threads in use at once and the most concurrent jobs, against
+the cores. It also samples the server process's CPU time. The load average (``uptime``) before and
+after is printed: the machine may be shared. ``--json PATH`` writes every number.
+
+The four browsers run on the same CPU as the server (on a laptop in a classroom they would be the
+students' own machines), so the 4-session times here are pessimistic.
+
+``python -m appkit.bench --compute`` measures the compute side alone, without browsers: four
+"sessions" (threads) each ask for the default maps of their own sample (predictions, the four
+single-pass explanations, the activation maps), through a compute service of each layout, and, as
+the app did before the service, each session calling camlib itself with torch's default threads.
+The layouts run interleaved (``--rounds``), each round in a fresh subprocess per OpenMP wait
+policy (``--policies PASSIVE ACTIVE``), and the times are printed side by side with their ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+from appkit import browser
+from appkit.service import cores, default_layout
+
+DEFAULT_KEYS = None  # filled from camlib (the default methods)
+SESSION_SAMPLES = ("coffee", "rocket", "camera", "astronaut")
+
+
+def load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def default_keys() -> list[str]:
+    import camlib
+
+    return [f"cam_{m}" for m in camlib.default_methods()]
+
+
+def read_trace(path: str) -> dict:
+    lines = []
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+    if not lines:
+        return {"jobs": 0, "peak_threads": 0, "peak_running": 0, "cores": None}
+    return {"jobs": sum(1 for e in lines if e["event"] == "end"),
+            "peak_threads": max(e["threads_in_use"] for e in lines),
+            "peak_running": max(e["running"] for e in lines),
+            "cores": lines[0]["cores"],
+            "threads_per_running_job": sorted({e["job_threads"] for e in lines if e["event"] == "start"})}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its threads (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def session(driver, url: str, keys, timeout: float, results: dict, name: str, barrier=None) -> None:
+    if barrier is not None:
+        barrier.wait()
+    start = time.monotonic()
+    driver.get(url)
+    seen = browser.wait_rendered(driver, keys, timeout, start)
+    results[name] = {"first": min(seen.values()) if seen else None,
+                     "all": max(seen.values()) if len(seen) == len(keys) else None, "maps": len(seen)}
+
+
+def check_own_sample(driver, title: str) -> bool:
+    """Whether the page shows the sample's own title above its image."""
+    return any(title in t for t in browser.texts(driver, '[data-testid="stMarkdownContainer"]'))
+
+
+def run_layout(workers: int, threads: int, warm_runs: int, timeout: float) -> dict:
+    from camlib.samples import list_samples
+
+    titles = {s.key: s.title for s in list_samples()}
+    keys = default_keys()
+    out = {"workers": workers, "threads": threads, "load_before": load()}
+    trace = tempfile.NamedTemporaryFile(prefix="camlib-trace-", suffix=".jsonl", delete=False).name
+    env = {"CAMLIB_APP_WORKERS": str(workers), "CAMLIB_APP_THREADS": str(threads), "CAMLIB_SERVICE_TRACE": trace}
+    drivers = [browser.chrome() for _ in range(4)]  # started before the clock runs
+    try:
+        with browser.Server(env=env) as server:
+            cold = {}
+            session(drivers[0], server.url("/"), keys, timeout, cold, "cold")
+            launched = server.healthy - server.started
+            out["health"] = launched
+            out["cold_first"] = None if cold["cold"]["first"] is None else launched + cold["cold"]["first"]
+            out["cold_all"] = None if cold["cold"]["all"] is None else launched + cold["cold"]["all"]
+            browser.idle(drivers[0], timeout)
+
+            warm = []
+            for _ in range(warm_runs):
+                r = {}
+                session(drivers[0], server.url("/"), keys, timeout, r, "warm")
+                warm.append(r["warm"]["all"])
+                browser.idle(drivers[0], timeout)
+            out["warm"] = warm
+            out["warm_median"] = statistics.median([w for w in warm if w is not None]) if any(warm) else None
+
+            for label, urls in (
+                ("four", [server.url("/", sample=s) for s in SESSION_SAMPLES]),
+                ("four_same", [server.url("/", layer="blocks.5")] * 4),
+            ):
+                results, barrier = {}, threading.Barrier(4)
+                cpu0, t0 = cpu_seconds(server.process.pid), time.monotonic()
+                threads_ = [threading.Thread(target=session, args=(d, u, keys, timeout, results, i, barrier))
+                            for i, (d, u) in enumerate(zip(drivers, urls))]
+                for t in threads_:
+                    t.start()
+                for t in threads_:
+                    t.join()
+                wall = time.monotonic() - t0
+                out[label] = [results[i] for i in range(4)]
+                out[label + "_server_cpu_per_wall"] = (cpu_seconds(server.process.pid) - cpu0) / wall
+                if label == "four":
+                    out["four_own_sample"] = [check_own_sample(d, titles[s]) for d, s in zip(drivers, SESSION_SAMPLES)]
+                for d in drivers:
+                    browser.idle(d, timeout)
+                out[label + "_exceptions"] = sum(len(browser.exceptions(d)) for d in drivers)
+    finally:
+        for d in drivers:
+            d.quit()
+    out["trace"] = read_trace(trace)
+    os.unlink(trace)
+    out["load_after"] = load()
+    return out
+
+
+def fmt(x) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+COMPUTE_SAMPLES = ("chelsea", "coffee", "rocket", "camera")
+
+
+def compute_round(layout: str) -> dict:
+    """One round in this process: four sessions' default maps; ``layout`` is WORKERSxTHREADS or
+    "unmanaged" (each session calls camlib in its own thread, torch's default threads)."""
+    import torch
+
+    import camlib
+    from appkit.inputs import working_image
+    from appkit.service import ComputeService
+    from camlib.images import to_tensor01
+    from camlib.samples import load_sample
+
+    model = camlib.load_model("efficientnet_lite0")
+    model.split(model.default_layer)
+    images = {k: to_tensor01(working_image(load_sample(k)[0]), model.input_size) for k in COMPUTE_SAMPLES}
+    methods = camlib.default_methods()
+    x0 = images["chelsea"]
+    for m in methods:  # warm-up: lazy initialisations, kernels
+        camlib.explain(model, x0, m)
+
+    def session_work(x):
+        model.predict(x[None])
+        for m in methods:
+            camlib.explain(model, x, m)
+        with torch.inference_mode():
+            model.split(model.default_layer).head(model.normalize(x[None]))
+
+    times = {}
+    barrier = threading.Barrier(len(images))
+    if layout == "unmanaged":
+        def run(key):
+            barrier.wait()
+            start = time.perf_counter()
+            session_work(images[key])
+            times[key] = time.perf_counter() - start
+        threads = [threading.Thread(target=run, args=(k,)) for k in images]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return {"layout": layout, "sessions": times, "torch_threads": torch.get_num_threads()}
+    workers, per_job = (int(v) for v in layout.split("x"))
+    service = ComputeService(workers, per_job, min(cores(), workers * per_job))
+
+    def run(key):
+        barrier.wait()
+        start = time.perf_counter()
+        x = images[key]
+        jobs = [service.submit((key, "predict"), lambda p: model.predict(x[None]))]
+        jobs += [service.submit((key, m), lambda p, m=m: camlib.explain(model, x, m)) for m in methods]
+        service.wait(jobs)
+        times[key] = time.perf_counter() - start
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in images]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = service.stats()
+    service.close()
+    return {"layout": layout, "sessions": times, "peak_threads": stats["peak_threads"], "peak_jobs": stats["peak_jobs"]}
+
+
+def compute_main(args) -> int:
+    import subprocess
+
+    layouts = args.compare or ["2x1", "1x2", "unmanaged"]
+    results = {}
+    print(f"compute side: 4 sessions × (predictions + {len(default_keys())} single-pass maps), {cores()} cores, "
+          f"load before {load()}")
+    for r in range(args.rounds):
+        for policy in args.policies:
+            for layout in layouts:
+                env = {**os.environ, "OMP_WAIT_POLICY": policy}
+                out = subprocess.run([sys.executable, "-m", "appkit.bench", "--compute-round", layout],
+                                     env=env, capture_output=True, text=True, cwd=browser.ROOT)
+                line = [x for x in out.stdout.splitlines() if x.startswith("{")]
+                if not line:
+                    print(out.stderr[-2000:])
+                    continue
+                got = json.loads(line[-1])
+                results.setdefault((policy, layout), []).append(max(got["sessions"].values()))
+                print(f"round {r + 1} {policy:8s} {layout:10s} slowest session {max(got['sessions'].values()):.2f} s "
+                      f"(all: {', '.join(f'{v:.2f}' for v in got['sessions'].values())})"
+                      + (f", peak torch threads {got['peak_threads']}, peak jobs {got['peak_jobs']}"
+                         if "peak_threads" in got else f", torch threads per session {got.get('torch_threads')}"),
+                      flush=True)
+    base = results.get((args.policies[0], layouts[0]))
+    print(f"\nmedian slowest session over {args.rounds} round(s), and its ratio to {args.policies[0]} {layouts[0]}:")
+    for (policy, layout), values in results.items():
+        median = statistics.median(values)
+        ratio = median / statistics.median(base) if base else float("nan")
+        print(f"  {policy:8s} {layout:10s} {median:.2f} s  ×{ratio:.2f}")
+    print(f"load after {load()}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compute", action="store_true", help="the compute side alone (no browsers)")
+    parser.add_argument("--compare", nargs="*", help="--compute: layouts WORKERSxTHREADS or 'unmanaged'")
+    parser.add_argument("--policies", nargs="*", default=["PASSIVE"], help="--compute: OMP_WAIT_POLICY values")
+    parser.add_argument("--rounds", type=int, default=3, help="--compute: interleaved rounds")
+    parser.add_argument("--compute-round", help=argparse.SUPPRESS)
+    parser.add_argument("--layouts", nargs="*", default=[], help="more service layouts to compare, as WORKERSxTHREADS")
+    parser.add_argument("--warm", type=int, default=5, help="warm sessions to time (median reported)")
+    parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for a page's maps")
+    parser.add_argument("--json", help="write every number to this file")
+    args = parser.parse_args(argv)
+    if args.compute_round:
+        print(json.dumps(compute_round(args.compute_round)))
+        return 0
+    if args.compute:
+        return compute_main(args)
+    reason = browser.missing()
+    if reason:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    n = cores()
+    layouts = [default_layout(n)] + [tuple(int(v) for v in layout.split("x")) for layout in args.layouts]
+    import torch
+
+    print(f"app timings · {n} cores · torch {torch.__version__} · OMP_WAIT_POLICY "
+          f"{os.environ.get('OMP_WAIT_POLICY', 'PASSIVE (app.py default)')} · load before {load()}")
+    runs = []
+    for workers, threads in layouts:
+        print(f"\n== compute service: {workers} worker(s) × {threads} torch thread(s) per job ==", flush=True)
+        r = run_layout(workers, threads, args.warm, args.timeout)
+        runs.append(r)
+        print(f"load {r['load_before']} -> {r['load_after']}")
+        print(f"cold server: health {fmt(r['health'])} s, first heatmap {fmt(r['cold_first'])} s, "
+              f"all default maps {fmt(r['cold_all'])} s")
+        print(f"warm, new session: all default maps {fmt(r['warm_median'])} s (median of "
+              f"{', '.join(fmt(w) for w in r['warm'])})")
+        for label, title in (("four", "4 sessions, 4 samples"), ("four_same", "4 sessions, one new image")):
+            times = [s["all"] for s in r[label]]
+            print(f"{title}: all default maps per session {', '.join(fmt(t) for t in times)} s "
+                  f"(max {fmt(max(times) if all(t is not None for t in times) else None)}); "
+                  f"server CPU {r[label + '_server_cpu_per_wall']:.2f} cores busy; "
+                  f"exceptions {r[label + '_exceptions']}")
+        print(f"each of the 4 sessions shows its own sample: {r['four_own_sample']}")
+        t = r["trace"]
+        print(f"service: {t['jobs']} jobs; most torch threads in use at once {t['peak_threads']} of {t['cores']} cores; "
+              f"most concurrent jobs {t['peak_running']}; torch threads of a job at its start {t.get('threads_per_running_job')}")
+    if len(runs) > 1:
+        base = runs[0]
+        print("\nratios to the first layout (lower is faster):")
+        for r in runs[1:]:
+            def ratio(key, pick=lambda v: v):
+                a, b = pick(r[key]), pick(base[key])
+                return "—" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+            worst = lambda v: max(s["all"] for s in v) if all(s["all"] for s in v) else None  # noqa: E731
+            print(f"{r['workers']}x{r['threads']}: cold {ratio('cold_all')}, warm {ratio('warm_median')}, "
+                  f"4 sessions {ratio('four', worst)}, 4 sessions one image {ratio('four_same', worst)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"cores": n, "runs": runs}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
