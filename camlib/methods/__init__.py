@@ -21,7 +21,7 @@ from camlib.methods.xgradcam import XGradCAM
 #: Every method, in the order front ends show them.
 METHODS: dict[str, Method] = {m.key: m for m in (
     GradCAM(), GradCAMPlusPlus(), XGradCAM(), ScoreCAM(), AblationCAM(), LiftCAM(), LrpCAM(), ShapCAM(), AntiShapCAM(),
-    StratShapCAM(), KernelShapCAM(), LimeCAM(), CAM())}
+    StratShapCAM(), LimeCAM(), KernelShapCAM(), CAM())}
 
 
 def _normal(name: str) -> str:

@@ -230,7 +230,8 @@ def test_shap_table1_and_agreement_flag_constant_maps(data, tmp_path):
 
     out = tmp_path / "agreement"
     md = shap.run_agreement(["--data", str(data), "--out", str(out), *SIGNED, "--permutations", "6",
-                             "--compare-permutations", "2", "--methods", "gradcam", "scorecam"])["markdown"]
+                             "--compare-permutations", "2", "--methods", "gradcam", "scorecam",
+                             "--samplers", "shapcam"])["markdown"]
     rows = {(r["image"], r["method"]): r for r in read_csv(out / "shap_agreement.csv")}
     for i in range(4):
         for method in ("gradcam", "scorecam", "shapcam_2"):
