@@ -167,9 +167,11 @@ missing = st.session_state["_not_found"]
 if missing and page.url_path == st.session_state["_first_page"]:  # until the visitor opens another page
     st.warning(f"Page not found: this app has no page “{missing}”. Here is *{page.title}*; "
                "the pages are in the sidebar.", icon=":material/link_off:")
-if any(shared and p.url_path == page.url_path for p, shared in PAGES):
-    shared_sidebar()
 try:
+    if any(shared and p.url_path == page.url_path for p, shared in PAGES):
+        shared_sidebar()
     page.run()
+except appkit.ServiceBusy as exc:  # the compute service's queue is full: its message, not a traceback
+    st.warning(str(exc), icon=":material/hourglass_top:")
 finally:  # also after st.stop(): the run is over
     appkit.footer()

@@ -76,8 +76,8 @@ def install(pages: Sequence[tuple[str, str]]) -> bool:
 
 
 def unknown_page(requested: str | None, known: Sequence[str]) -> str | None:
-    """The first segment of the path the browser asked for when it is none of the ``known`` url
-    paths ('' is the landing page), else None."""
+    """The last segment of the path the browser asked for (Streamlit routes a nested path by it)
+    when it is none of the ``known`` url paths ('' is the landing page), else None."""
     if requested is None:
         return None
     path = urllib.parse.urlparse(requested).path.strip("/")

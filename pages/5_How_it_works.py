@@ -15,7 +15,7 @@ st.markdown("A convolutional layer $l$ turns the image $x$ into $K$ activation m
             "A class activation map adds them up with one weight $\\alpha_k$ per map and keeps the positive part:")
 st.latex(r"L^c_{\mathrm{CAM}}(A) = \mathrm{ReLU}\Big(\sum_{k=1}^{K} \alpha_k A_k\Big) \qquad (1)")
 st.markdown("The maps A are the same for every method; **only the weights α differ**. That is why the "
-            "*Explain an image* page shows, under each heatmap, the bar chart of its $\\alpha$: click a bar to see that $A_k$.")
+            "*Explain an image* page shows, below the heatmaps, the bar chart of each method's $\\alpha$: click a bar to see that $A_k$.")
 
 st.header("2 · Choosing α is explaining a simple model")
 st.markdown("Think of each map as a switch: $a'_k = 1$ keeps $A_k$, $a'_k = 0$ replaces it with zeros. "
@@ -29,7 +29,8 @@ st.markdown("Shapley values share the score fairly among the maps: $\\alpha_k$ i
 st.latex(r"\alpha_k^{\mathrm{shap}} = \sum_{a' \subseteq A'} \frac{(K-|a'|)!\,(|a'|-1)!}{K!}"
          r"\Big[F^c\big(h_A(a')\big) - F^c\big(h_A(a' \setminus k)\big)\Big] \qquad (6)")
 st.markdown("With $K = 1280$ maps there are $1280!$ orders, so **SHAP-CAM**<sub>|Π|</sub> (Algorithm 1) averages over "
-            "|Π| random orders only. The *SHAP-CAM vs LIFT-CAM* page shows the estimate settling as |Π| grows.",
+            "|Π| random orders only. The *SHAP-CAM vs LIFT-CAM* page shows how close each estimate gets to the SHAP "
+            "values for the number of tail evaluations it spends.",
             unsafe_allow_html=True)
 
 st.header("4 · LIFT-CAM: the same answer in one backward pass")
@@ -50,7 +51,7 @@ st.latex(r"\alpha_k^{\mathrm{ablation}} = \frac{F^c\big(h_A(A')\big) - F^c\big(h
 st.markdown("That is one term of Eq. 6 (the last position in the order), so it approximates SHAP too — but its "
             "$\\alpha$ do not add up to $F^c(A) - F^c(0)$. Gradient methods (Grad-CAM, Grad-CAM++, XGrad-CAM) use the slope "
             "of $F^c$ at $A$ instead, which can saturate. On the SHAP-CAM page their cosine similarity to the SHAP "
-            "values is drawn as horizontal lines (the paper's Table 2).")
+            "values is drawn as points at their cost (the paper's Table 2).")
 
 st.header("6 · LIME and KernelSHAP: fit the simple model to experiments")
 st.markdown("**LIME** flips the switches at random (each map kept or zeroed, like tossing a coin), runs the tail "

@@ -166,6 +166,18 @@ def test_switch_sample_target_and_layer(app):
     assert "target" not in at.query_params
 
 
+def test_a_full_compute_queue_is_a_message(app, monkeypatch):
+    """When the service's queue is full (here: it holds no job at all), a view that needs a new
+    computation says that the server is busy, with no traceback."""
+    from appkit.service import service
+
+    monkeypatch.setattr(service(), "max_queued", 0)
+    at = app(layer="blocks.3")  # a layer no other test computes: nothing cached
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("The server is busy" in w.value for w in at.warning)
+
+
 def test_cam_on_nonlinear_tail_is_a_message(app):
     at = app(methods=["CAM", "Grad-CAM"], layer="blocks.6")
     at.run()
