@@ -11,7 +11,10 @@ constant flags and every tensor in ``info`` (LIFT-CAM's local accuracy, SHAP-CAM
 estimates, ...), plus the reference-backend variants of Ablation-CAM and SHAP-CAM. A method that
 refuses a layer (CAM on a nonlinear tail) records its message. The files are machine-specific (float
 summation order): compare only files written on the same machine with the same thread count; they
-are never committed. ``--only NAME`` restricts to configurations whose name contains NAME.
+are never committed. ``write --only NAME`` restricts to configurations whose name contains NAME,
+``--layers`` and ``--methods`` to some of their layers and methods (a method's reference-backend
+variants go with it); ``compare --only PREFIX`` (repeatable) compares the entries whose key starts
+with one of the prefixes (``lite0``, ``lite0/blocks.6/``, ``lite0/bn2/liftcam/``).
 """
 
 from __future__ import annotations
@@ -83,13 +86,13 @@ def _record(out: dict, prefix: str, exp) -> None:
         walk(f"{prefix}/info.{key}", value)
 
 
-def write(path: str, only: str | None) -> None:
+def write(path: str, only: str | None, layers=None, methods=None) -> None:
     import camlib
 
     torch.set_num_threads(torch.get_num_threads())  # record the count in the file
     out: dict = {"_threads": torch.tensor(torch.get_num_threads())}
     reference = _reference_options()
-    for config, name, random_weights, layers in CONFIGS:
+    for config, name, random_weights, config_layers in CONFIGS:
         if only and only not in config:
             continue
         if random_weights:
@@ -98,13 +101,13 @@ def write(path: str, only: str | None) -> None:
         else:
             model = camlib.load_model(name, device="cpu")
         inputs, model_options = _inputs(config, model)
-        for layer in layers:
+        for layer in config_layers if layers is None else [l for l in config_layers if l in layers]:
             runs = [(m, m, {}) for m in METHODS] + [("ablationcam", "ablationcam@reference", reference),
                                                     ("shapcam", "shapcam@reference", reference)]
             if config == "lite0" and layer == "blocks.6":
                 runs.append(("shapcam", "shapcam@20", {"permutations": 20}))
             for method, label, extra in runs:
-                if (config, method) in SKIP:
+                if (config, method) in SKIP or (methods is not None and method not in methods):
                     continue
                 for image_label, image in inputs:
                     prefix = f"{config}/{layer}/{label}/{image_label}"
@@ -120,16 +123,16 @@ def write(path: str, only: str | None) -> None:
                         continue
                     _record(out, prefix, exp)
                     print(f"{prefix}: {time.perf_counter() - start:.2f} s", file=sys.stderr, flush=True)
-        torch.save(out, path)  # after every configuration: an interrupted run keeps what it did
+            torch.save(out, path)  # after every layer: an interrupted run keeps what it did
     torch.save(out, path)
     print(f"wrote {len(out)} entries to {path}")
 
 
-def compare(before_path: str, after_path: str, only: str | None = None) -> int:
+def compare(before_path: str, after_path: str, only=None) -> int:
     before = torch.load(before_path, weights_only=True)
     after = torch.load(after_path, weights_only=True)
     if only:
-        before = {k: v for k, v in before.items() if k.startswith("_") or only in k.split("/")[0]}
+        before = {k: v for k, v in before.items() if k.startswith("_") or any(k.startswith(p) for p in only)}
     problems = []
     for key, old in before.items():
         if key not in after:
@@ -158,13 +161,16 @@ def main(argv=None) -> int:
     w = sub.add_parser("write")
     w.add_argument("path")
     w.add_argument("--only", default=None)
+    w.add_argument("--layers", nargs="+", default=None)
+    w.add_argument("--methods", nargs="+", default=None, choices=METHODS)
     c = sub.add_parser("compare")
     c.add_argument("before")
     c.add_argument("after")
-    c.add_argument("--only", default=None, help="compare only configurations whose name contains this")
+    c.add_argument("--only", action="append", default=None,
+                   help="compare only entries whose key starts with this (repeatable)")
     args = parser.parse_args(argv)
     if args.command == "write":
-        write(args.path, args.only)
+        write(args.path, args.only, args.layers, args.methods)
         return 0
     return compare(args.before, args.after, args.only)
 
