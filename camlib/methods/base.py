@@ -123,16 +123,23 @@ class Method:
 
     def label(self, **options) -> str:
         """The method's name in benchmark rows: the key, with the values of its ``label_options``
-        (SHAP-CAM's |Π|: ``shapcam_100``)."""
-        return "_".join([self.key, *(str(self._value(n, options)) for n in self.label_options)])
+        (SHAP-CAM's |Π|: ``shapcam_100``; LIME-CAM at its automatic sample count: ``limecam``)."""
+        return "_".join([self.key, *(str(self._value(n, options)) for n in self._shown(options))])
 
     def label_title(self, **options) -> str:
         """The title with the values of its ``label_options``, each written by its option's symbol:
         "SHAP-CAM (|Π|=100)"."""
-        if not self.label_options:
+        shown = self._shown(options)
+        if not shown:
             return self.title
-        parts = (f"{self.option(n).symbol or n}={self._value(n, options)}" for n in self.label_options)
+        parts = (f"{self.option(n).symbol or n}={self._value(n, options)}" for n in shown)
         return f"{self.title} ({', '.join(parts)})"
+
+    def _shown(self, options: dict) -> list[str]:
+        """The label options a label names: all but those at 0 where 0 is the default, the
+        automatic value (LIME-CAM's ``samples=0``: N_l)."""
+        return [n for n in self.label_options
+                if not (self._value(n, options) == 0 and self.option(n).default == 0)]
 
     def _value(self, name: str, options: dict):
         return options[name] if name in options else self.option(name).default

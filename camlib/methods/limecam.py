@@ -56,13 +56,7 @@ class LimeCAM(Method):
                Option("ridge", 0.0, 0.0, 1e6, "L2 strength of the fit (as scikit-learn's Ridge alpha)"),
                Option("seed", 0, 0, 2**32 - 1, "seed of the coalitions"))
 
-    label_options = ("samples",)
-
-    def label(self, samples: int = 0, **options) -> str:
-        return f"{self.key}_{int(samples)}" if samples else self.key  # 0: the default count
-
-    def label_title(self, samples: int = 0, **options) -> str:
-        return super().label_title(samples=samples) if int(samples) else self.title
+    label_options = ("samples",)  # samples=0 (automatic) is left out: "limecam"
 
     def coefficients(self, q: Quantities, samples: int, kernel_width: float, lasso: float, ridge: float,
                      seed: int) -> torch.Tensor:
