@@ -20,7 +20,11 @@ the cores. It also samples the server process's CPU time. The load average (``up
 after is printed: the machine may be shared. ``--json PATH`` writes every number.
 
 The four browsers run on the same CPU as the server (on a laptop in a classroom they would be the
-students' own machines), so the 4-session times here are pessimistic.
+students' own machines), so the 4-session times here are pessimistic. ``--browser-nice 19`` runs
+them at the lowest CPU priority: the server's work goes first, the browsers draw with what is left.
+
+``python -m appkit.bench --gil`` times a single-pass map in a thread beside busy Python threads,
+per GIL switch interval (why the compute service sets it: :func:`appkit.service.switch_interval`).
 
 ``python -m appkit.bench --compute`` measures the compute side alone, without browsers: four
 "sessions" (threads) each ask for the default maps of their own sample (predictions, the four
@@ -81,6 +85,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def browsers_cpu(drivers) -> dict[int, float]:
+    """CPU seconds of every process of the Chromium instances now ({pid: seconds})."""
+    out = {}
+    for d in drivers:
+        root = d.service.process.pid
+        for pid in (root, *browser.descendants(root)):
+            try:
+                out[pid] = cpu_seconds(pid)
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
 def session(driver, url: str, keys, timeout: float, results: dict, name: str, barrier=None) -> None:
     if barrier is not None:
         barrier.wait()
@@ -96,15 +113,17 @@ def check_own_sample(driver, title: str) -> bool:
     return any(title in t for t in browser.texts(driver, '[data-testid="stMarkdownContainer"]'))
 
 
-def run_layout(workers: int, threads: int, warm_runs: int, timeout: float) -> dict:
+def run_layout(workers: int, threads: int, warm_runs: int, timeout: float, browser_nice: int = 0) -> dict:
     from camlib.samples import list_samples
 
     titles = {s.key: s.title for s in list_samples()}
     keys = default_keys()
-    out = {"workers": workers, "threads": threads, "load_before": load()}
+    out = {"workers": workers, "threads": threads, "browser_nice": browser_nice, "load_before": load()}
     trace = tempfile.NamedTemporaryFile(prefix="camlib-trace-", suffix=".jsonl", delete=False).name
     env = {"CAMLIB_APP_WORKERS": str(workers), "CAMLIB_APP_THREADS": str(threads), "CAMLIB_SERVICE_TRACE": trace}
     drivers = [browser.chrome() for _ in range(4)]  # started before the clock runs
+    for d in drivers if browser_nice else ():
+        browser.renice(d, browser_nice)
     try:
         with browser.Server(env=env) as server:
             cold = {}
@@ -129,7 +148,7 @@ def run_layout(workers: int, threads: int, warm_runs: int, timeout: float) -> di
                 ("four_same", [server.url("/", layer="blocks.5")] * 4),
             ):
                 results, barrier = {}, threading.Barrier(4)
-                cpu0, t0 = cpu_seconds(server.process.pid), time.monotonic()
+                cpu0, t0, chrome0 = cpu_seconds(server.process.pid), time.monotonic(), browsers_cpu(drivers)
                 threads_ = [threading.Thread(target=session, args=(d, u, keys, timeout, results, i, barrier))
                             for i, (d, u) in enumerate(zip(drivers, urls))]
                 for t in threads_:
@@ -139,6 +158,8 @@ def run_layout(workers: int, threads: int, warm_runs: int, timeout: float) -> di
                 wall = time.monotonic() - t0
                 out[label] = [results[i] for i in range(4)]
                 out[label + "_server_cpu_per_wall"] = (cpu_seconds(server.process.pid) - cpu0) / wall
+                chrome1 = browsers_cpu(drivers)  # processes that ended meanwhile are missed: at least this
+                out[label + "_browsers_cpu_per_wall"] = sum(v - chrome0.get(p, 0.0) for p, v in chrome1.items()) / wall
                 if label == "four":
                     out["four_own_sample"] = [check_own_sample(d, titles[s]) for d, s in zip(drivers, SESSION_SAMPLES)]
                 for d in drivers:
@@ -256,6 +277,61 @@ def compute_main(args) -> int:
     return 0
 
 
+def gil_main(args) -> int:
+    """A single-pass map in a worker thread beside busy Python threads (what the script threads of
+    several sessions are while they draw pages), per GIL switch interval: the map's time and the
+    Python threads' throughput, side by side with ratios. In this process, 1 torch thread."""
+    import torch
+
+    import camlib
+    from appkit.inputs import working_image
+    from camlib.images import to_tensor01
+    from camlib.samples import load_sample
+
+    torch.set_num_threads(1)
+    model = camlib.load_model("efficientnet_lite0")
+    x = to_tensor01(working_image(load_sample("coffee")[0]), model.input_size)
+    for _ in range(3):
+        camlib.explain(model, x, "gradcam")
+    stop, count = threading.Event(), [0]
+
+    def busy():
+        while not stop.is_set():
+            sum(i * i for i in range(1000))
+            count[0] += 1
+
+    def timed(n=args.repeats):
+        start = time.perf_counter()
+        for _ in range(n):
+            camlib.explain(model, x, "gradcam")
+        return (time.perf_counter() - start) / n
+
+    default = sys.getswitchinterval()
+    quiet = timed()
+    print(f"Grad-CAM (EfficientNet-Lite0, bn2, 1 torch thread) alone: {quiet:.3f} s; {cores()} cores; "
+          f"load {load()}")
+    try:
+        for threads in args.busy_threads:
+            for interval in args.intervals:
+                sys.setswitchinterval(interval)
+                stop.clear()
+                count[0] = 0
+                pool = [threading.Thread(target=busy) for _ in range(threads)]
+                for t in pool:
+                    t.start()
+                start = time.perf_counter()
+                seconds = timed()
+                rate = count[0] / (time.perf_counter() - start)
+                stop.set()
+                for t in pool:
+                    t.join()
+                print(f"  {threads} busy Python thread(s), switch interval {interval * 1e3:g} ms: Grad-CAM "
+                      f"{seconds:.3f} s (×{seconds / quiet:.1f} of alone), Python threads {rate:.0f} loops/s")
+    finally:
+        sys.setswitchinterval(default)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compute", action="store_true", help="the compute side alone (no browsers)")
@@ -263,9 +339,18 @@ def main(argv=None) -> int:
     parser.add_argument("--policies", nargs="*", default=["PASSIVE"], help="--compute: OMP_WAIT_POLICY values")
     parser.add_argument("--rounds", type=int, default=3, help="--compute: interleaved rounds")
     parser.add_argument("--compute-round", help=argparse.SUPPRESS)
+    parser.add_argument("--gil", action="store_true", help="a map beside busy Python threads, per GIL switch interval")
+    parser.add_argument("--intervals", nargs="*", type=float, default=[0.005, 0.001, 0.0001],
+                        help="--gil: switch intervals in seconds (Python's default: 0.005)")
+    parser.add_argument("--busy-threads", nargs="*", type=int, default=[1, 2], help="--gil: busy Python threads")
+    parser.add_argument("--repeats", type=int, default=8, help="--gil: maps timed per case")
     parser.add_argument("--layouts", nargs="*", default=[], help="more service layouts to compare, as WORKERSxTHREADS")
     parser.add_argument("--warm", type=int, default=5, help="warm sessions to time (median reported)")
+    parser.add_argument("--repeat", type=int, default=1, help="fresh servers per layout (medians reported)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for a page's maps")
+    parser.add_argument("--browser-nice", type=int, default=0,
+                        help="CPU niceness of the Chromium processes (0: same priority as the server; 19: the "
+                             "server first, as when the browsers run on the students' own machines)")
     parser.add_argument("--json", help="write every number to this file")
     args = parser.parse_args(argv)
     if args.compute_round:
@@ -273,6 +358,8 @@ def main(argv=None) -> int:
         return 0
     if args.compute:
         return compute_main(args)
+    if args.gil:
+        return gil_main(args)
     reason = browser.missing()
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
@@ -282,11 +369,13 @@ def main(argv=None) -> int:
     import torch
 
     print(f"app timings · {n} cores · torch {torch.__version__} · OMP_WAIT_POLICY "
-          f"{os.environ.get('OMP_WAIT_POLICY', 'PASSIVE (app.py default)')} · load before {load()}")
+          f"{os.environ.get('OMP_WAIT_POLICY', 'PASSIVE (app.py default)')} · browsers at niceness "
+          f"{args.browser_nice} · load before {load()}")
     runs = []
+    layouts = [layout for layout in layouts for _ in range(args.repeat)]
     for workers, threads in layouts:
         print(f"\n== compute service: {workers} worker(s) × {threads} torch thread(s) per job ==", flush=True)
-        r = run_layout(workers, threads, args.warm, args.timeout)
+        r = run_layout(workers, threads, args.warm, args.timeout, args.browser_nice)
         runs.append(r)
         print(f"load {r['load_before']} -> {r['load_after']}")
         print(f"cold server: health {fmt(r['health'])} s, first heatmap {fmt(r['cold_first'])} s, "
@@ -297,16 +386,31 @@ def main(argv=None) -> int:
             times = [s["all"] for s in r[label]]
             print(f"{title}: all default maps per session {', '.join(fmt(t) for t in times)} s "
                   f"(max {fmt(max(times) if all(t is not None for t in times) else None)}); "
-                  f"server CPU {r[label + '_server_cpu_per_wall']:.2f} cores busy; "
+                  f"server CPU {r[label + '_server_cpu_per_wall']:.2f} cores busy, browsers at least "
+                  f"{r[label + '_browsers_cpu_per_wall']:.2f}; "
                   f"exceptions {r[label + '_exceptions']}")
         print(f"each of the 4 sessions shows its own sample: {r['four_own_sample']}")
         t = r["trace"]
         print(f"service: {t['jobs']} jobs; most torch threads in use at once {t['peak_threads']} of {t['cores']} cores; "
               f"most concurrent jobs {t['peak_running']}; torch threads of a job at its start {t.get('threads_per_running_job')}")
-    if len(runs) > 1:
+    if args.repeat > 1:
+        print(f"\nover {args.repeat} fresh servers per layout (median, and the range):")
+        for workers, threads in dict.fromkeys(layouts):
+            mine = [r for r in runs if (r["workers"], r["threads"]) == (workers, threads)]
+            worst = [max(x["all"] for x in r[key]) if all(x["all"] for x in r[key]) else None
+                     for key in ("four", "four_same") for r in mine]
+            n = len(mine)
+            for title, values in (("cold, all default maps", [r["cold_all"] for r in mine]),
+                                  ("warm new session (median of its runs)", [r["warm_median"] for r in mine]),
+                                  ("4 sessions, 4 samples (slowest session)", worst[:n]),
+                                  ("4 sessions, one new image (slowest session)", worst[n:])):
+                known = [v for v in values if v is not None]
+                print(f"  {workers}x{threads} {title}: " + (f"{statistics.median(known):.2f} s "
+                      f"({min(known):.2f}–{max(known):.2f}; {', '.join(fmt(v) for v in values)})" if known else "—"))
+    if len(dict.fromkeys(layouts)) > 1:
         base = runs[0]
         print("\nratios to the first layout (lower is faster):")
-        for r in runs[1:]:
+        for r in [r for r in runs if (r["workers"], r["threads"]) != (base["workers"], base["threads"])]:
             def ratio(key, pick=lambda v: v):
                 a, b = pick(r[key]), pick(base[key])
                 return "—" if a is None or b is None or b == 0 else f"{a / b:.2f}"

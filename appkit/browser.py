@@ -121,6 +121,40 @@ def chrome(width: int = LAPTOP[0], height: int = LAPTOP[1]):
     return driver
 
 
+def descendants(pid: int) -> list[int]:
+    """The process ``pid``'s children, grandchildren, ... (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def renice(driver, niceness: int) -> int:
+    """Give a Chromium (its driver, browser, zygote and renderer processes) the CPU priority
+    ``niceness`` (0 to 19; renderers started later inherit it from the zygote). Returns how many
+    processes were changed."""
+    pid = driver.service.process.pid
+    changed = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            os.setpriority(os.PRIO_PROCESS, p, int(niceness))
+            changed += 1
+        except OSError:
+            pass
+    return changed
+
+
 RENDERED = """
     const out = {};
     for (const key of arguments[0]) {

@@ -112,7 +112,19 @@ def find_explanation(model_name: str, image_key: str, method: str, layer: str, t
 def submit_explanation(model_name: str, image_key: str, image: Image.Image, method: str, layer: str, target: int,
                        options: dict | None = None, question: str | None = None):
     """The job of one explanation (see :func:`explanation` for the result). ValueError for options
-    out of their bounds (before anything is queued)."""
+    out of their bounds (before anything is queued).
+
+    A single-pass job, when it starts, also takes the single-pass explanations of the same image,
+    layer and target still waiting in the queue (:meth:`appkit.service.ComputeService.claim`) and
+    computes them all from one network pass (``camlib.explain_many``): a new view's default maps
+    cost one head pass, not one each (:func:`plan_explanations` queues them together)."""
+    key, run, keywords = _explanation_job(model_name, image_key, image, method, layer, target, options, question)
+    return service().submit(key, run, **keywords)
+
+
+def _explanation_job(model_name: str, image_key: str, image: Image.Image, method: str, layer: str, target: int,
+                     options: dict | None = None, question: str | None = None) -> tuple:
+    """(key, fn, submit keywords) of one explanation's job."""
     m = camlib.get_method(method)
     key = explanation_key(model_name, image_key, method, layer, target, options, question)
     resolved = dict(key[6])
@@ -120,28 +132,85 @@ def submit_explanation(model_name: str, image_key: str, image: Image.Image, meth
     expected = costs.expected_seconds(model_name, model, layer, m.key, resolved, question)
 
     def run(progress: Progress) -> dict:
+        if m.cost is camlib.methods.Cost.ONE_PASS:
+            return _run_single_pass(model_name, model, image, key, progress)
         start = time.perf_counter()
         exp = camlib.explain(model, _tensor(image, model), m.key, layer=layer, target=int(target),
                              batch_size=BATCH_SIZE, progress=progress, **resolved, **_inputs(question))
         seconds = time.perf_counter() - start
         costs.learn(model_name, model, layer, m.key, resolved, seconds)
-        local = exp.info.get("local_accuracy")
-        return {
-            "method": m.key,
-            "title": m.title,
-            "layer": exp.layer,
-            "target": int(exp.target),
-            "coefficients": finite(exp.coefficients.cpu().numpy()),
-            "cam": finite(exp.cam.cpu().numpy()).astype(np.float32),
-            "saliency": np.clip(finite(exp.saliency.cpu().numpy()), 0, 1).astype(np.float32),
-            "constant": bool(exp.constant),
-            "seconds": float(seconds),
-            "local_accuracy": None if local is None else (float(local[0].reshape(-1)[0]),
-                                                          float(local[1].reshape(-1)[0])),
-        }
+        return _explanation_result(m, exp, seconds)
 
-    return service().submit(key, run, label=f"{m.title} · {model_name} · {layer}", lane=lane_of(m.key),
-                            expected=expected)
+    one_pass = m.cost is camlib.methods.Cost.ONE_PASS
+    group = ("single-pass view",) + key[1:5] + (key[7],) if one_pass else None  # model, image, layer, target, question
+    return key, run, {"label": f"{m.title} · {model_name} · {layer}", "lane": lane_of(m.key), "expected": expected,
+                      "group": group}
+
+
+def _single_pass_sibling(key: tuple, other) -> bool:
+    """Whether the service key ``other`` is another single-pass explanation of ``key``'s view
+    (model, image, layer, target and question)."""
+    return (isinstance(other, tuple) and len(other) == len(key) and other[:5] == key[:5] and other[7] == key[7]
+            and other != key and camlib.get_method(other[5]).cost is camlib.methods.Cost.ONE_PASS)
+
+
+def _run_single_pass(model_name: str, model, image: Image.Image, key: tuple, progress: Progress) -> dict:
+    """The job of ``key`` (a single-pass explanation) with its queued siblings, from one head pass;
+    the siblings are ended here with their own results. If the joint call fails (e.g. CAM on a
+    nonlinear tail), each method is computed alone, so each gets its own result or message."""
+    _, _, _, layer, target, method, options, question = key
+    siblings = service().claim(lambda other: _single_pass_sibling(key, other))
+    jobs = {method: None, **{job.key[5]: job for job in siblings}}
+    options_of = {method: dict(options), **{job.key[5]: dict(job.key[6]) for job in siblings}}
+    x = _tensor(image, model)
+    start = time.perf_counter()
+    try:
+        many = camlib.explain_many(model, x, list(jobs), layer=layer, target=int(target), options=options_of,
+                                   batch_size=BATCH_SIZE, progress=progress, **_inputs(question))
+        seconds = time.perf_counter() - start
+        results = {name: _explanation_result(camlib.get_method(name), exp, seconds) for name, exp in many.items()}
+    except Exception:  # noqa: BLE001 - computed one by one below, each with its own outcome
+        if not siblings:
+            raise
+        results = {}
+        for name in jobs:
+            one = time.perf_counter()
+            try:
+                exp = camlib.explain(model, x, name, layer=layer, target=int(target), **options_of[name],
+                                     **_inputs(question))
+                results[name] = _explanation_result(camlib.get_method(name), exp, time.perf_counter() - one)
+            except Exception as exc:  # noqa: BLE001 - becomes that job's failure
+                results[name] = exc
+    if not siblings and not isinstance(results[method], BaseException):
+        costs.learn(model_name, model, layer, method, dict(options), results[method]["seconds"])
+    for name, job in jobs.items():
+        if job is not None:
+            outcome = results[name]
+            if isinstance(outcome, BaseException):
+                service().complete(job, exc=outcome)
+            else:
+                service().complete(job, outcome)
+    own = results[method]
+    if isinstance(own, BaseException):
+        raise own
+    return own
+
+
+def _explanation_result(m, exp, seconds: float) -> dict:
+    local = exp.info.get("local_accuracy")
+    return {
+        "method": m.key,
+        "title": m.title,
+        "layer": exp.layer,
+        "target": int(exp.target),
+        "coefficients": finite(exp.coefficients.cpu().numpy()),
+        "cam": finite(exp.cam.cpu().numpy()).astype(np.float32),
+        "saliency": np.clip(finite(exp.saliency.cpu().numpy()), 0, 1).astype(np.float32),
+        "constant": bool(exp.constant),
+        "seconds": float(seconds),
+        "local_accuracy": None if local is None else (float(local[0].reshape(-1)[0]),
+                                                      float(local[1].reshape(-1)[0])),
+    }
 
 
 #: A method that is not single-pass starts without a click when its expected time is at most this.
@@ -167,6 +236,36 @@ def plan_explanation(model_name: str, image_key: str, image: Image.Image, method
     if requested(key) or (seconds is not None and seconds <= AUTO_START):
         return submit_explanation(model_name, image_key, image, method, layer, target, options, question), key, seconds
     return None, key, seconds
+
+
+def plan_explanations(model_name: str, image_key: str, image: Image.Image, methods, layer: str, target: int,
+                      options: dict | None = None, question: str | None = None) -> dict:
+    """:func:`plan_explanation` for each method of one view ({method: (job or None, key, seconds), or
+    the ValueError of options out of their bounds}; ``options``: {method: its options}). The
+    single-pass ones are queued together (:meth:`appkit.service.ComputeService.submit_many`), so
+    the first to start computes them all from one network pass."""
+    options = options or {}
+    plans: dict = {}
+    single = []
+    for method in methods:
+        if camlib.get_method(method).cost is not camlib.methods.Cost.ONE_PASS:
+            continue
+        try:
+            single.append((method, _explanation_job(model_name, image_key, image, method, layer, target,
+                                                    options.get(method), question)))
+        except ValueError as exc:
+            plans[method] = exc
+    jobs = service().submit_many([spec for _, spec in single])
+    for (method, spec), job in zip(single, jobs):
+        plans[method] = (job, spec[0], None)
+    for method in methods:
+        if method not in plans:
+            try:
+                plans[method] = plan_explanation(model_name, image_key, image, method, layer, target,
+                                                 options.get(method), question)
+            except ValueError as exc:
+                plans[method] = exc
+    return {method: plans[method] for method in methods}
 
 
 def explanation(model_name: str, image_key: str, _image: Image.Image, method: str, layer: str, target: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from typing import Sequence
 
@@ -14,6 +15,30 @@ from appkit.compute import coefficient_table
 from appkit.format import finite
 from appkit.inputs import Box
 from camlib.images import overlay, to_png_bytes
+
+
+def inline(image: Image.Image | np.ndarray, output_format: str = "JPEG", quality: int = 90) -> str:
+    """The image as a data URL ("data:image/jpeg;base64,..."), for ``st.image``.
+
+    Every image on the pages goes inline rather than as a Streamlit media file. Streamlit deletes a
+    media file that no session references at the moment *any* session's run ends; a session's
+    references are cleared when its next full run starts. So with several sessions, a map drawn in
+    one run and redrawn in the next could be deleted in between, before a slow browser fetched it:
+    that browser shows a broken image for good (the URL does not change when the file comes back).
+    Seen here in 2 of 13 four-browser runs (docs/APP.md, "Measured timings"); a data URL cannot
+    go missing. ``image``: PIL, or uint8 / [0, 1] float arrays (H, W) or (H, W, 3)."""
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.dtype != np.uint8:
+            array = (np.clip(finite(array.astype(np.float32)), 0, 1) * 255 + 0.5).astype(np.uint8)
+        image = Image.fromarray(array)
+    fmt = output_format.upper()
+    if fmt == "JPEG" and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": int(quality)} if fmt == "JPEG" else {}))
+    mime = "jpeg" if fmt == "JPEG" else fmt.lower()
+    return f"data:image/{mime};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def overlay_image(image: Image.Image, saliency: np.ndarray, alpha: float, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:

@@ -280,15 +280,48 @@ def footer() -> None:
 CHART_READY, CHART_ARMED = "_charts_ready", "_charts_armed"
 
 
+def sync_map_picker(picker: str, chart_key: str, choices, maps) -> int | None:
+    """The activation map to show, kept the same in a coefficient chart and its map picker.
+
+    A bar clicked in the chart (its selection, from the previous run: ``state[chart_key]``)
+    becomes the picker's value (``state[picker]``), once per click; a value not among ``choices``
+    is replaced by the first map that is not zero on the image (:func:`appkit.first_varying`).
+    Call it before drawing the chart and the picker; returns the map index."""
+    from appkit.compute import first_varying
+    from appkit.figures import selected_map
+
+    state = st.session_state
+    seen = f"_chart_pick_{picker}"
+    clicked = selected_map(state.get(chart_key))
+    if clicked is not None and clicked != state.get(seen) and clicked in choices:
+        state[picker] = clicked
+    state[seen] = clicked
+    if state.get(picker) not in choices:
+        state[picker] = first_varying(choices, maps)
+    return state[picker]
+
+
+def interactive_work() -> bool:
+    """Whether the compute service has single-pass work (maps, predictions) queued or running: some
+    session is waiting for its first maps."""
+    from appkit.service import Lane, service
+
+    return service().busy(Lane.INTERACTIVE)
+
+
 def deferred_chart(draw: Callable[[], object], height: int = 280, delay: float = 0.5) -> None:
-    """Draw an interactive chart, but in a new session only once the browser has shown the rest.
+    """Draw an interactive chart, but in a new session only once the browser has shown the rest,
+    and not while another session waits for its maps (:func:`interactive_work`).
 
     A plotly chart makes the browser load and compile plotly.js (megabytes of script) on its main
     thread, which holds back the heatmaps drawn above it (measured in headless Chromium: a new
     session's maps took about twice as long with the chart on the page). So the session's first
     run draws a placeholder of the chart's height in a fragment that the *browser* reruns after
     ``delay`` seconds (its timer runs once the page is drawn); that rerun lets every later run of
-    the session draw the chart at once (``st.rerun``), so it appears right after the maps.
+    the session draw the chart at once (``st.rerun``), so it appears right after the maps. While
+    single-pass work is queued or running the fragment waits another ``delay``: with several new
+    sessions at once on one machine their browsers then draw everyone's maps before any chart
+    (measured: docs/APP.md).
     """
     state = st.session_state
     if state.get(CHART_READY):
@@ -297,7 +330,7 @@ def deferred_chart(draw: Callable[[], object], height: int = 280, delay: float =
 
     @st.fragment(run_every=delay)
     def later() -> None:
-        if state.get(CHART_ARMED):
+        if state.get(CHART_ARMED) and not interactive_work():
             state[CHART_READY] = True
             st.rerun(scope="app")
         state[CHART_ARMED] = True

@@ -43,6 +43,7 @@ import enum
 import json
 import math
 import os
+import sys
 import threading
 import time
 from typing import Any, Callable, Hashable
@@ -90,6 +91,9 @@ class Job:
     threads: int = 0                   # torch intra-op threads it holds now (while running)
     peak_threads: int = 0
     nbytes: int = 0
+    group: Hashable | None = None      # jobs of one group may be computed together (claim)
+    claimed: list = dataclasses.field(default_factory=list, repr=False)  # taken for it, not yet ended
+    claimer: "Job | None" = dataclasses.field(default=None, repr=False)  # the job that took this one
     done: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
 
     @property
@@ -107,12 +111,40 @@ class Job:
         return 0.0 if self.started is None else (self.finished or time.monotonic()) - self.started
 
 
-def cores() -> int:
-    """CPU cores this process may use."""
+def cores(cgroup: str = "/sys/fs/cgroup") -> int:
+    """CPU cores this process may use: its CPU affinity, at most the whole CPUs of its cgroup's CPU
+    quota (a container started with ``--cpus 2``, e.g. a Hugging Face Space, sees every core of the
+    host but may use two)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        n = max(1, os.cpu_count() or 1)
+    quota = cpu_quota(cgroup)
+    return n if quota is None else max(1, min(n, int(quota)))
+
+
+def cpu_quota(cgroup: str = "/sys/fs/cgroup") -> float | None:
+    """The cgroup's CPU quota in CPUs (quota / period), None when unlimited or unknown: cgroup v2's
+    ``cpu.max`` ("200000 100000"; "max 100000" is unlimited), else v1's ``cpu/cpu.cfs_quota_us``
+    (-1 is unlimited) and ``cpu/cpu.cfs_period_us``."""
+    def read(path: str) -> str | None:
+        try:
+            with open(os.path.join(cgroup, path)) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    try:
+        v2 = read("cpu.max")
+        if v2 is not None:
+            quota, period = (v2.split() + ["100000"])[:2]
+            return None if quota == "max" else float(quota) / float(period)
+        quota, period = read("cpu/cpu.cfs_quota_us"), read("cpu/cpu.cfs_period_us")
+        if quota is None or period is None or float(quota) <= 0:
+            return None
+        return float(quota) / float(period)
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 def default_layout(n_cores: int) -> tuple[int, int]:
@@ -183,9 +215,11 @@ class ComputeService:
     # -- asking -----------------------------------------------------------------------------------
 
     def submit(self, key: Hashable, fn: Callable[[Progress], Any], *, label: str = "",
-               lane: Lane = Lane.INTERACTIVE, expected: float | None = None) -> Job:
+               lane: Lane = Lane.INTERACTIVE, expected: float | None = None, group: Hashable | None = None) -> Job:
         """The job for ``key``: the existing one (queued, running or finished), else a new one
-        running ``fn(progress)``. Raises :class:`ServiceBusy` when the queue is full."""
+        running ``fn(progress)``. ``group``: when a job of a group starts, the queued interactive
+        jobs of its group are set aside for it at once (no other worker starts them) and its ``fn``
+        takes them with :meth:`claim`. Raises :class:`ServiceBusy` when the queue is full."""
         with self._cond:
             job = self.lookup(key)
             if job is not None:
@@ -198,11 +232,49 @@ class ComputeService:
                 raise ServiceBusy(f"The server is busy: {waiting} computations are waiting. "
                                   "Try again in a minute.")
             job = Job(key=key, label=label or str(key), lane=lane, fn=fn, expected=expected,
-                      submitted=time.monotonic())
+                      submitted=time.monotonic(), group=group)
             self._jobs[key] = job
             self._queues[lane].append(job)
             self._cond.notify_all()
             return job
+
+    def submit_many(self, specs) -> list[Job]:
+        """:meth:`submit` for each ``(key, fn, keywords)`` of ``specs``, all under one hold of the
+        lock: no worker starts one of them before all are queued (the first to start can then
+        :meth:`claim` the others)."""
+        with self._cond:  # a reentrant lock: submit takes it again
+            return [self.submit(key, fn, **keywords) for key, fn, keywords in specs]
+
+    def claim(self, match: Callable[[Hashable], bool]) -> list[Job]:
+        """Called by a running job's ``fn``: the jobs whose key matches, to compute together with
+        its own (e.g. several single-pass maps of one view from one network pass): those of its
+        group set aside when it started, and matching interactive jobs still queued. End each with
+        :meth:`complete`; one left unended when the caller ends goes back to the queue. They run in
+        the caller's worker and threads: they count as neither running jobs nor torch threads."""
+        owner = getattr(_WORKER, "job", None)
+        with self._cond:
+            taken = []
+            if owner is not None:
+                taken = [job for job in owner.claimed if match(job.key)]
+            queue = self._queues[Lane.INTERACTIVE]
+            fresh = [job for job in queue if match(job.key)]
+            for job in fresh:
+                queue.remove(job)
+                self._set_aside(job, owner)
+            taken += fresh
+        for job in fresh:
+            self._trace("start", job)
+        return taken
+
+    def _set_aside(self, job: Job, owner: Job | None) -> None:
+        """Mark a queued job as taken by ``owner`` (lock held)."""
+        job.state, job.started, job.claimer = State.RUNNING, time.monotonic(), owner
+        if owner is not None and job not in owner.claimed:
+            owner.claimed.append(job)
+
+    def complete(self, job: Job, result=None, exc: BaseException | None = None) -> None:
+        """End a job taken with :meth:`claim`: its result, or its failure (as a job's own)."""
+        self._finish(job, result, exc)
 
     def lookup(self, key: Hashable) -> Job | None:
         """The queued, running or finished job of ``key`` (a finished one becomes most recent)."""
@@ -276,6 +348,11 @@ class ComputeService:
                 "finished_bytes": self._finished_bytes, "computed": self.computed, "hits": self.hits,
             }
 
+    def busy(self, lane: Lane) -> bool:
+        """Whether a job of ``lane`` is queued or running."""
+        with self._cond:
+            return bool(self._queues[lane]) or any(job.lane is lane for job in self._running)
+
     def running(self) -> list[Job]:
         with self._cond:
             return list(self._running)
@@ -326,6 +403,11 @@ class ComputeService:
                         self._cond.wait()
                 job.state = State.RUNNING
                 self._running.append(job)
+                if job.group is not None:  # its group's queued jobs wait for it, not for a worker
+                    queue = self._queues[Lane.INTERACTIVE]
+                    for other in [j for j in queue if j.group == job.group]:
+                        queue.remove(other)
+                        self._set_aside(other, job)
                 # Its base share of the cores: wait while a slow job holds lent tokens (it gives
                 # them back at its next progress report).
                 self._token_waiters += 1
@@ -340,13 +422,18 @@ class ComputeService:
                 job.started = time.monotonic()
                 self._account()
             self._trace("start", job)
+            for other in list(job.claimed):
+                self._trace("start", other)
             self._set_threads(job.threads)
+            _WORKER.job = job
             try:
                 result = job.fn(lambda fraction, job=job: self._report(job, fraction))
             except BaseException as exc:  # noqa: BLE001 - every failure becomes a message
                 self._finish(job, None, exc)
             else:
                 self._finish(job, result, None)
+            finally:
+                _WORKER.job = None
 
     def _report(self, job: Job, fraction: float) -> None:
         """A job's progress callback (in its worker thread): record it; a slow job gives lent
@@ -377,9 +464,16 @@ class ComputeService:
 
     def _finish(self, job: Job, result, exc: BaseException | None) -> None:
         with self._cond:
+            if job.claimer is not None and job in job.claimer.claimed:
+                job.claimer.claimed.remove(job)
+            for left in reversed(job.claimed):  # taken for this job but not ended by it: back to the queue
+                left.state, left.started, left.claimer = State.QUEUED, None, None
+                self._queues[left.lane].appendleft(left)
+            job.claimed = []
             self._free += job.threads
             job.threads = 0
-            self._running.remove(job)
+            if job in self._running:  # not a claimed job
+                self._running.remove(job)
             self._jobs.pop(job.key, None)
             job.finished = time.monotonic()
             if exc is None:
@@ -471,11 +565,29 @@ def layout_from_environment() -> tuple[int, int, int]:
     return workers, threads, max(threads, min(n, workers * threads))
 
 
+#: Seconds a thread may hold the GIL while another waits for it (Python's default: 0.005).
+SWITCH_INTERVAL = 0.0001
+
+
+def switch_interval() -> float:
+    """The GIL switch interval the service sets: ``CAMLIB_APP_SWITCH_INTERVAL`` seconds, else
+    :data:`SWITCH_INTERVAL`.
+
+    A worker runs the network op by op; torch lets go of the GIL during each op and must take it
+    back before the next. While a script thread runs Python (drawing a page, encoding an image), the
+    worker waits up to one switch interval per op: with Python's 5 ms a Grad-CAM on
+    EfficientNet-Lite0 (a few hundred ops) took 2.6 s instead of 0.033 s beside two busy Python
+    threads, 0.15 s with 0.1 ms (``python -m appkit.bench --gil``; docs/APP.md)."""
+    return float(os.environ.get("CAMLIB_APP_SWITCH_INTERVAL", SWITCH_INTERVAL))
+
+
 def service() -> ComputeService:
-    """The process-wide compute service (created on first use, never twice)."""
+    """The process-wide compute service (created on first use, never twice). Creating it sets the
+    process's GIL switch interval (:func:`switch_interval`)."""
     global _SERVICE
     with _SERVICE_LOCK:
         if _SERVICE is None:
+            sys.setswitchinterval(switch_interval())
             workers, threads, n = layout_from_environment()
             _SERVICE = ComputeService(workers, threads, n, trace=os.environ.get("CAMLIB_SERVICE_TRACE") or None)
         return _SERVICE

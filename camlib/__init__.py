@@ -9,7 +9,7 @@ Quick use::
     exp.saliency, exp.coefficients
 """
 
-from camlib.explain import Explanation, explain
+from camlib.explain import Explanation, explain, explain_many
 from camlib.graph.split import LayerError, LayerInfo
 from camlib.methods import default_methods, get_method, list_methods
 from camlib.model import CamModel
@@ -17,5 +17,5 @@ from camlib.vqa import explainable as _vqa  # registers the Shapes-VQA model in 
 from camlib.zoo import ModelUnavailableError, list_models, load_model
 
 __all__ = ["CamModel", "Explanation", "LayerError", "LayerInfo", "ModelUnavailableError", "default_methods",
-           "explain", "get_method", "list_methods", "list_models", "load_model"]
+           "explain", "explain_many", "get_method", "list_methods", "list_models", "load_model"]
 __version__ = "0.1.0"

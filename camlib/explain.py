@@ -1,4 +1,5 @@
-"""``explain``: one call from an image to a class activation map, for any method and layer.
+"""``explain``: one call from an image to a class activation map, for any method and layer
+(``explain_many``: several methods from one head pass).
 
 head -> activations A (and held-fixed inputs) -> the engine runs the one tail pass the method's
 needs call for and picks the backends (:mod:`camlib.engine.backends`) -> the target -> the method's
@@ -101,11 +102,40 @@ def explain(model, image, method: str = "liftcam", layer: str | None = None, tar
     and ``seed`` of SHAP-CAM) and model inputs (``question`` for the VQA model); anything else is
     a ValueError.
     """
-    start = time.perf_counter()
     m = get_method(method)
+    names = {o.name for o in m.options}
+    method_options = {k: v for k, v in options.items() if k in names}
+    inputs = {k: v for k, v in options.items() if k not in names}  # model inputs (the rest is refused)
+    return explain_many(model, image, [m.key], layer, target, options={m.key: method_options},
+                        batch_size=batch_size, progress=progress, backend=backend, **inputs)[m.key]
+
+
+def explain_many(model, image, methods, layer: str | None = None, target=None, *, options: dict | None = None,
+                 batch_size: int = 64, progress=None, backend: str | None = None, **inputs) -> dict[str, Explanation]:
+    """Several methods on the same image, layer and target, from one head pass f^[l](x) and one
+    start of each backend their needs call for (e.g. one tail pass and one backward pass for
+    Grad-CAM, Grad-CAM++ and XGrad-CAM together): {method key: Explanation}.
+
+    Each Explanation is the one :func:`explain` gives for that method alone, computed the same
+    way, except that ``seconds`` is the time of the whole call. ``options``: {method: its options}
+    (missing ones take their defaults); ``inputs``: model inputs (``question`` for the VQA model).
+    Other arguments as for :func:`explain`. A method that fails raises for the whole call.
+    """
+    start = time.perf_counter()
+    chosen_methods = [get_method(name) for name in methods]
+    if not chosen_methods:
+        raise ValueError("no method given")
+    by_key = {get_method(name).key: dict(opts or {}) for name, opts in (options or {}).items()}
+    unknown = sorted(set(by_key) - {m.key for m in chosen_methods})
+    if unknown:
+        raise ValueError(f"options given for methods not asked for: {', '.join(unknown)}")
     images, batched = model.to_batch(image)
-    extra, options = model.extra_inputs(images.shape[0], **options)
-    options = m.resolve_options(options)
+    extra, left = model.extra_inputs(images.shape[0], **inputs)
+    if left:
+        if len(chosen_methods) == 1:
+            chosen_methods[0].resolve_options(left)  # raises, listing the method's options
+        raise ValueError(f"unknown model inputs: {', '.join(sorted(left))}")
+    resolved = {m.key: m.resolve_options(by_key.get(m.key, {})) for m in chosen_methods}
     split = model.split(layer)
     with torch.inference_mode():
         activations, fixed = _head(split, model.normalize(images), extra, network_batch(images.device))
@@ -114,21 +144,28 @@ def explain(model, image, method: str = "liftcam", layer: str | None = None, tar
     fixed = tuple(f.clone() if isinstance(f, torch.Tensor) else f for f in fixed)
     problem = Problem(model=model, split=split, images=images, extra=extra, activations=activations,
                       fixed=fixed, batch_size=batch_size, progress=progress)
-    engine = Engine(problem, m.needs, backend)  # the one tail pass the method needs
+    needs = frozenset().union(*(m.needs for m in chosen_methods))
+    engine = Engine(problem, needs, backend)  # one start per family of needs, shared by the methods
     logits = engine.logits.clone()
     target_idx = resolve_target(target, logits, model.class_names)
-    q = engine.quantities(target_idx, logits)
-    coefficients = m.coefficients(q, **options).detach().to(activations.dtype)
-    if not torch.isfinite(coefficients).all():
-        raise FloatingPointError(f"{m.title} produced non-finite coefficients")
-    cam, saliency, constant = saliency_maps(coefficients, activations, tuple(images.shape[-2:]))
-    info = {**q.info, "backends": dict(engine.chosen)}
-    result = Explanation(method=m.key, layer=split.layer, coefficients=coefficients, activations=activations,
-                         cam=cam, saliency=saliency, logits=logits, target=target_idx, constant=constant,
-                         image=images, seconds=time.perf_counter() - start, batched=True, info=info)
-    if batched:
-        return result
-    return _unbatch(result)
+    out = {}
+    for m in chosen_methods:
+        q = engine.quantities(target_idx, logits, needs=m.needs)  # the method sees its own needs only
+        coefficients = m.coefficients(q, **resolved[m.key]).detach().to(activations.dtype)
+        if not torch.isfinite(coefficients).all():
+            raise FloatingPointError(f"{m.title} produced non-finite coefficients")
+        cam, saliency, constant = saliency_maps(coefficients, activations, tuple(images.shape[-2:]))
+        info = {**q.info, "backends": {need.value: engine.chosen[need.value] for need in m.needs}}
+        out[m.key] = Explanation(method=m.key, layer=split.layer, coefficients=coefficients,
+                                 activations=activations, cam=cam, saliency=saliency, logits=logits,
+                                 target=target_idx, constant=constant, image=images, seconds=0.0,
+                                 batched=True, info=info)
+    seconds = time.perf_counter() - start
+    for key, result in out.items():
+        result.seconds = seconds
+        if not batched:
+            out[key] = _unbatch(result)
+    return out
 
 
 def _head(split, inputs: torch.Tensor, extra: tuple, chunk: int) -> tuple[torch.Tensor, tuple]:

@@ -54,9 +54,11 @@ layers = [layer] + ([compare] if compare else [])
 urlstate.write({"methods": ",".join(methods) or None, "compare": compare})
 for message in urlstate.messages():
     messages.warning(message, icon=":material/link:")
+if urlstate.messages():
+    messages.button("Dismiss", key="url_dismiss", on_click=urlstate.dismiss, icon=":material/close:")
 
 if not methods:
-    st.image(image.image, caption=image.title, width=320)
+    st.image(appkit.inline(image.image), caption=image.title, width=320)
     st.info("Choose at least one method in the sidebar.")
     st.stop()
 
@@ -64,13 +66,13 @@ if not methods:
 
 jobs, plans = {}, {}  # (layer, method) -> job (None: waits for a click; ValueError: bad options)
 for lay in layers:
-    for method in appkit.ordered_for_compute(methods):
-        try:
-            job, key, seconds = appkit.plan_explanation(name, image.key, image.image, method, lay, target,
-                                                        method_options.get(method))
-        except ValueError as exc:  # an option out of its bounds
-            jobs[(lay, method)] = exc
+    planned = appkit.plan_explanations(name, image.key, image.image, appkit.ordered_for_compute(methods), lay,
+                                       target, method_options)
+    for method, plan in planned.items():
+        if isinstance(plan, ValueError):  # an option out of its bounds
+            jobs[(lay, method)] = plan
             continue
+        job, key, seconds = plan
         jobs[(lay, method)], plans[(lay, method)] = job, (key, seconds)
 maps_job = appkit.submit_activations(name, image.key, image.image, layer)
 
@@ -86,7 +88,7 @@ for row, lay in enumerate(layers):
     with grid[0]:
         if row == 0:
             st.markdown(f"**{image.title}**")
-            st.image(image.image, width="stretch")
+            st.image(appkit.inline(image.image), width="stretch")
             top = sel["probabilities"].argmax()
             st.caption(f"The model says **{model.class_names[top]}** ({appkit.fmt_percent(sel['probabilities'][top])})")
         else:
@@ -119,7 +121,7 @@ def draw(name_, job, cached: bool) -> None:
     results[name_] = res
     key = f"cam_{method}" if lay == layer else f"cmp_{method}"
     with cell.container(key=key):
-        st.image(appkit.overlay_image(image.image, res["saliency"], alpha), width="stretch", output_format="JPEG")
+        st.image(appkit.inline(appkit.overlay_image(image.image, res["saliency"], alpha)), width="stretch")
         note = " · map is all zero (every α·A ≤ 0)" if res["constant"] else ""
         st.caption(appkit.time_caption(job, cached) + note)
 
@@ -201,15 +203,9 @@ if shown:
     res = main[method]
     maps = appkit.result_of(maps_job)
     choices = appkit.top_maps(res["coefficients"], top_k)
-    picker, chart_key, seen = f"map_{method}", f"coef_{method}", f"_chart_pick_{method}"
-    # A bar clicked in the chart (its selection, from the previous run) becomes the picker's value, so the
-    # picker, the outline in the chart and the map beside it always name the same A_k.
-    clicked = appkit.selected_map(state.get(chart_key))
-    if clicked is not None and clicked != state.get(seen) and clicked in choices:
-        state[picker] = clicked
-    state[seen] = clicked
-    if state.get(picker) not in choices:
-        state[picker] = appkit.first_varying(choices, maps)
+    picker, chart_key = f"map_{method}", f"coef_{method}"
+    # the picker, the outline in the chart and the map beside it always name the same A_k
+    appkit.sync_map_picker(picker, chart_key, choices, maps)
     chart, panel = st.columns([3, 2], gap="medium")
     with chart:
         st.caption("Maps sorted by |α|. Click a bar (or pick a map on the right) to see that activation map "
@@ -222,7 +218,7 @@ if shown:
                          help="The first choice is the map with the largest |α| that is not zero on this image.")
         table = appkit.coefficient_table(res["coefficients"])
         a_k, flat = appkit.activation_map(maps, k)
-        st.image(appkit.activation_overlay(image.image, a_k), width="stretch", output_format="JPEG",
+        st.image(appkit.inline(appkit.activation_overlay(image.image, a_k)), width="stretch",
                  caption=f"A{k} over the image ({'all zero on this image' if flat else 'min–max scaled'})")
         a, b = st.columns(2)
         a.metric(f"α of A{k}", appkit.fmt(table.alpha[k]), help=f"rank by |α| among all maps: {int(table['rank'][k])}")

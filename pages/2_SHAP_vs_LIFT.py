@@ -11,7 +11,7 @@ model, layer, target, image = sel["model"], sel["layer"], sel["target"], sel["im
 name = sel["model_name"]
 info = model.layer_info(layer)
 
-st.title("SHAP estimators: accuracy for the cost")
+st.title("SHAP-CAM vs LIFT-CAM: the estimators, accuracy for the cost")
 st.markdown(
     "The SHAP value of an activation map is its average contribution to the class score over every order in "
     "which the maps could be switched on (the paper's Eq. 6). It can be *estimated*: SHAP-CAM averages over "
@@ -88,6 +88,6 @@ if "liftcam" in points:
 cols = st.columns(len(shown))
 for col, (caption, alpha) in zip(cols, shown):
     saliency, _ = appkit.map_saliency(alpha, maps, model.input_size)
-    col.image(appkit.overlay_image(image.image, saliency, 0.5), width="stretch", caption=caption)
+    col.image(appkit.inline(appkit.overlay_image(image.image, saliency, 0.5)), width="stretch", caption=caption)
 if result["skipped"]:
     st.caption("Not shown: " + "; ".join(f"{appkit.method_title(k)} ({why})" for k, why in result["skipped"].items()))

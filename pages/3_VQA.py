@@ -86,7 +86,7 @@ with scene_col:
                               help="Outline of the objects that hold the answer (known exactly for generated "
                                    "questions; none for 'no' and '0' answers).")
     evidence = question.evidence_mask if show_evidence and question is not None and question.has_evidence else None
-    st.image(vqa.scene_view(scene.image, evidence), width="stretch", output_format="PNG",
+    st.image(appkit.inline(vqa.scene_view(scene.image, evidence), "PNG"), width="stretch",
              caption=f"seed {seed} · {len(scene.objects)} objects: {vqa.describe(scene)}")
 
 if error:
@@ -143,13 +143,8 @@ if not methods:
     st.stop()
 
 svc = appkit.service()
-jobs = {}
-for method in appkit.ordered_for_compute(methods):
-    try:
-        jobs[method] = appkit.plan_explanation(vqa.MODEL, image_key, image, method, layer, target,
-                                               method_options.get(method), question=text)
-    except ValueError as exc:
-        jobs[method] = exc
+jobs = appkit.plan_explanations(vqa.MODEL, image_key, image, appkit.ordered_for_compute(methods), layer, target,
+                               method_options, question=text)
 maps_job = appkit.submit_activations(vqa.MODEL, image_key, image, layer, question=text)
 cells = appkit.method_cells(methods)
 for method, plan in jobs.items():
@@ -170,8 +165,8 @@ def draw(method: str, job, cached: bool) -> None:
         return
     res = results[method] = job.result
     with cell.container(key=f"vqa_cam_{method}"):
-        st.image(vqa.heatmap_view(scene.image, res["saliency"], alpha, outline if show_evidence else None),
-                 width="stretch")
+        st.image(appkit.inline(vqa.heatmap_view(scene.image, res["saliency"], alpha, outline if show_evidence else None),
+                               "PNG"), width="stretch")
         note = " · map is all zero (every α·A ≤ 0)" if res["constant"] else ""
         energy = vqa.evidence_energy(res["saliency"], outline)
         inside = "" if energy is None else f" · {appkit.fmt_percent(energy)} of the energy on the evidence"
@@ -205,13 +200,8 @@ if results:
     for tab, method in zip(st.tabs([appkit.method_title(m) for m in shown]), shown):
         coefficients = results[method]["coefficients"]
         choices = appkit.top_maps(coefficients, top_k)
-        picker, chart_key, seen = f"vqa_map_{method}", f"vqa_coef_{method}", f"_vqa_chart_pick_{method}"
-        clicked = appkit.selected_map(state.get(chart_key))
-        if clicked is not None and clicked != state.get(seen) and clicked in choices:
-            state[picker] = clicked
-        state[seen] = clicked
-        if state.get(picker) not in choices:
-            state[picker] = appkit.first_varying(choices, maps)
+        picker, chart_key = f"vqa_map_{method}", f"vqa_coef_{method}"
+        appkit.sync_map_picker(picker, chart_key, choices, maps)
         with tab:
             chart, picked = st.columns([2, 1])
             chart.plotly_chart(appkit.coefficient_figure(coefficients, top_k, selected=state[picker]), key=chart_key,
@@ -220,7 +210,7 @@ if results:
                 k = st.selectbox("Activation map", choices, key=picker, format_func=lambda k: f"A{k}")
                 a_k, flat = appkit.activation_map(maps, k)
                 table = appkit.coefficient_table(coefficients)
-                st.image(vqa.activation_view(scene.image, a_k), width="stretch",
+                st.image(appkit.inline(vqa.activation_view(scene.image, a_k), "PNG"), width="stretch",
                          caption=f"A{k}: α = {appkit.fmt(table.alpha[k])}, "
                                  f"{appkit.fmt_percent(table.share[k], 2)} of Σ|α|"
                                  + (" (all zero on this scene)" if flat else ""))

@@ -87,21 +87,21 @@ e, e_inv = appkit.explanation_images(image.image, res["saliency"])
 shown_boxes = image.with_boxes(boxes).boxes_at(image.image.height, image.image.width)
 c1, c2, c3, c4 = st.columns(4)
 with c1:
-    st.image(appkit.draw_boxes(image.image, shown_boxes), width="stretch")
+    st.image(appkit.inline(appkit.draw_boxes(image.image, shown_boxes)), width="stretch")
     st.markdown(f"**The photo**: the model is {appkit.fmt_percent(scores['Y'])} sure it shows *{cls}*.",
                 help="Y = p(c | x), the model's probability for the class on the image x."
                      + (f" Green: {box_note}." if boxes else ""))
 with c2:
-    st.image(appkit.overlay_image(image.image, res["saliency"], 0.5), width="stretch")
+    st.image(appkit.inline(appkit.overlay_image(image.image, res["saliency"], 0.5)), width="stretch")
     st.markdown(f"**{title}'s map**: red where it says the evidence is.",
                 help="s(u(L)): the map L upsampled to the image (u) and scaled to [0, 1] (s).")
 with c3:
-    st.image(e, width="stretch")
+    st.image(appkit.inline(e), width="stretch")
     st.markdown(f"**Only the map kept**: the model is {appkit.fmt_percent(scores['O'])} sure.",
                 help="e = s(u(L)) ∘ x (Eq. 10): every pixel multiplied by the map's value there. "
                      "O = p(c | e).")
 with c4:
-    st.image(e_inv, width="stretch")
+    st.image(appkit.inline(e_inv), width="stretch")
     st.markdown(f"**The map removed**: the model is {appkit.fmt_percent(scores['D'])} sure.",
                 help="e_inv = (1 − s(u(L))) ∘ x: the complement. D = p(c | e_inv).")
 

@@ -137,3 +137,47 @@ def test_progress_is_reported(tiny):
     seen = []
     camlib.explain(tiny, torch.rand(3, 16, 16), "shapcam", permutations=4, progress=seen.append)
     assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+
+
+def _same(a, b, what: str) -> None:
+    """Bit-identical: explain_many runs each method's own operations on the same tensors, in the
+    same order and threads, so nothing may differ (not a tolerance question)."""
+    assert a.info["backends"] == b.info["backends"], what
+    for field in ("coefficients", "activations", "cam", "saliency", "logits", "target", "constant"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), f"{what}: {field}"
+
+
+@pytest.mark.parametrize("layer", ["bn2", "blocks.6", "blocks.6.0.bn2"])
+def test_explain_many_equals_each_method_alone(lite0, chelsea, layer):
+    methods = ["gradcam", "gradcampp", "xgradcam", "liftcam", "lrpcam"] + (["cam"] if layer == "bn2" else [])
+    many = camlib.explain_many(lite0, chelsea, methods, layer=layer)
+    assert list(many) == methods
+    for m in methods:
+        _same(many[m], camlib.explain(lite0, chelsea, m, layer=layer), f"{m} at {layer}")
+    assert len({e.activations.data_ptr() for e in many.values()}) == 1  # one head pass, shared
+
+
+def test_explain_many_mixes_families_options_and_batches(tiny):
+    torch.manual_seed(1)
+    x = torch.rand(3, 3, 16, 16)
+    options = {"SHAP-CAM": {"permutations": 4, "seed": 3}, "ablationcam": {}}
+    many = camlib.explain_many(tiny, x, ["gradcam", "shapcam", "ablationcam", "liftcam"], target=[0, 2, 1],
+                               options=options)
+    assert many["shapcam"].batched and many["shapcam"].coefficients.shape == (3, 6)
+    _same(many["shapcam"], camlib.explain(tiny, x, "shapcam", target=[0, 2, 1], permutations=4, seed=3), "shapcam")
+    for m in ("gradcam", "ablationcam", "liftcam"):
+        _same(many[m], camlib.explain(tiny, x, m, target=[0, 2, 1]), m)
+
+
+def test_explain_many_refuses_bad_arguments(tiny):
+    x = torch.rand(3, 16, 16)
+    with pytest.raises(ValueError, match="no method"):
+        camlib.explain_many(tiny, x, [])
+    with pytest.raises(ValueError, match="not asked for: shapcam"):
+        camlib.explain_many(tiny, x, ["gradcam"], options={"shapcam": {"permutations": 2}})
+    with pytest.raises(ValueError, match="unknown model inputs: question"):
+        camlib.explain_many(tiny, x, ["gradcam", "liftcam"], question="what?")
+    with pytest.raises(ValueError, match="SHAP-CAM has no option 'orderings'"):
+        camlib.explain(tiny, x, "shapcam", orderings=3)
+    with pytest.raises(ValueError, match="permutations"):
+        camlib.explain_many(tiny, x, ["shapcam"], options={"shapcam": {"permutations": 0}})

@@ -108,7 +108,12 @@ class Engine:
                 logits = problem.split.tail(problem.activations, *problem.fixed)
         self.logits = logits
 
-    def quantities(self, target: torch.Tensor, logits: torch.Tensor | None = None) -> Quantities:
+    def quantities(self, target: torch.Tensor, logits: torch.Tensor | None = None,
+                   needs: frozenset | None = None) -> Quantities:
         """The method's view, once the target is known (``logits``: F(A) as the caller keeps it,
-        by default :attr:`logits`)."""
-        return Quantities(self.problem, self.needs, self.providers, self.logits if logits is None else logits, target)
+        by default :attr:`logits`; ``needs``: what this view may read, a subset of the engine's,
+        by default all of them, for the engine that several methods share)."""
+        needs = self.needs if needs is None else frozenset(needs)
+        if not needs <= self.needs:
+            raise ValueError(f"the engine was not started for {', '.join(sorted(n.value for n in needs - self.needs))}")
+        return Quantities(self.problem, needs, self.providers, self.logits if logits is None else logits, target)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from camlib.methods.base import Cost, Method, Need, Option, Quantities
-from camlib.methods.shapley import antithetic_permutations, ordering_estimate
+from camlib.methods.base import Cost, Method, Need, Quantities
+from camlib.methods.shapley import ordering_options, antithetic_permutations, ordering_estimate
 
 
 class AntiShapCAM(Method):
@@ -44,9 +44,7 @@ class AntiShapCAM(Method):
     summary = "SHAP-CAM with each random ordering followed by its reverse (antithetic pairs)"
     needs = frozenset({Need.GAME})
     cost = Cost.PER_ORDERING
-    options = (Option("permutations", 10, 1, 1_000_000, "number of orderings |Π| (each pair counts two)",
-                      symbol="|Π|"),
-               Option("seed", 0, 0, 2**32 - 1, "seed of the orderings"))
+    options = ordering_options("number of orderings |Π| (each pair counts two)")
     label_options = ("permutations",)
 
     def coefficients(self, q: Quantities, permutations: int, seed: int) -> torch.Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from camlib.methods.base import Cost, Method, Need, Option, Quantities
-from camlib.methods.shapley import ordering_estimate, sample_permutations
+from camlib.methods.base import Cost, Method, Need, Quantities
+from camlib.methods.shapley import ordering_estimate, ordering_options, sample_permutations
 
 
 class ShapCAM(Method):
@@ -22,8 +22,7 @@ class ShapCAM(Method):
     summary = "Shapley values of the maps, averaged over random orderings (Algorithm 1)"
     needs = frozenset({Need.GAME})
     cost = Cost.PER_ORDERING
-    options = (Option("permutations", 10, 1, 1_000_000, "number of random orderings |Π|", symbol="|Π|"),
-               Option("seed", 0, 0, 2**32 - 1, "seed of the orderings"))
+    options = ordering_options()
     label_options = ("permutations",)
 
     def coefficients(self, q: Quantities, permutations: int, seed: int) -> torch.Tensor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from camlib.methods.base import Cost, Method, Need, Option, Quantities
-from camlib.methods.shapley import ordering_estimate, stratified_permutations
+from camlib.methods.base import Cost, Method, Need, Quantities
+from camlib.methods.shapley import ordering_options, ordering_estimate, stratified_permutations
 
 
 class StratShapCAM(Method):
@@ -50,9 +50,7 @@ class StratShapCAM(Method):
     summary = "SHAP-CAM over antithetic orderings with each map's position stratified (fewer evaluations)"
     needs = frozenset({Need.GAME})
     cost = Cost.PER_ORDERING
-    options = (Option("permutations", 10, 1, 1_000_000, "number of orderings |Π| (each pair counts two)",
-                      symbol="|Π|"),
-               Option("seed", 0, 0, 2**32 - 1, "seed of the orderings"))
+    options = ordering_options("number of orderings |Π| (each pair counts two)")
     label_options = ("permutations",)
 
     def coefficients(self, q: Quantities, permutations: int, seed: int) -> torch.Tensor:

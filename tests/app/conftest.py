@@ -33,6 +33,19 @@ def _entrypoint_runs_every_time(monkeypatch):
     monkeypatch.setattr(script_runner, "_mpa_v1", lambda main: runpy.run_path(main, run_name="__main__"))
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """The compute service's workers set torch's (process-wide) thread count per job; give the tests
+    after an app test the count they would have had (numerics tests compare float32 results whose
+    rounding depends on it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def corpus():
     return upload_corpus()

@@ -285,3 +285,23 @@ def test_costs_from_the_method_metadata():
     costs.learn("test-model", model, layer, "scorecam", {}, 2.56)
     assert costs.expected_seconds("test-model", model, layer, "scorecam", {}) == pytest.approx(2.56)
     assert costs.estimate_known("test-model", layer, "scorecam")
+
+
+def test_inline_images_are_data_urls_that_decode_back():
+    import base64
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    url = appkit.inline(rgb, "PNG")
+    assert url.startswith("data:image/png;base64,")
+    back = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    assert np.array_equal(back, rgb)  # PNG is lossless
+    gray = np.linspace(0, 1, 20 * 30, dtype=np.float32).reshape(20, 30)
+    gray[0, 0] = np.nan  # never NaN on screen: shown as 0
+    back = np.asarray(Image.open(io.BytesIO(base64.b64decode(appkit.inline(gray, "PNG").split(",", 1)[1]))))
+    assert back.shape == (20, 30) and back[0, 0] == 0 and back[-1, -1] == 255
+    assert back[10, 15] == int(gray[10, 15] * 255 + 0.5)
+    jpeg = appkit.inline(Image.fromarray(rgb).convert("RGBA"))
+    assert jpeg.startswith("data:image/jpeg;base64,")
+    decoded = Image.open(io.BytesIO(base64.b64decode(jpeg.split(",", 1)[1])))
+    assert decoded.format == "JPEG" and decoded.size == (30, 20)

@@ -30,6 +30,8 @@ def texts(at) -> list[str]:
 
 def assert_clean(at) -> None:
     assert not at.exception, [e.value for e in at.exception]
+    for image in at.image:  # inline, never a Streamlit media file (appkit.inline says why)
+        assert image.value and all(url.startswith("data:image/") for url in image.value), image.value[:1]
     for text in texts(at):
         assert not re.search(r"\b(nan|inf)\b", str(text), re.IGNORECASE), text
         assert "Traceback" not in str(text)
@@ -255,6 +257,10 @@ def test_url_unknown_values_are_named(app):
     assert "'zebra'" in warnings and "'blocks.99'" in warnings
     assert at.pills(key="methods").value == ["gradcam"]
     assert at.session_state["selection"]["target"] == 281  # 'tabby' by name
+    at.button(key="url_dismiss").click().run()  # the messages go; what applied stays
+    assert_clean(at)
+    assert not at.warning and "url_dismiss" not in [b.key for b in at.button]
+    assert at.pills(key="methods").value == ["gradcam"]
 
 
 def test_upload_widget_good_and_bad_files(app):

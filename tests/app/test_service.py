@@ -298,3 +298,100 @@ def test_layout_and_sizes():
     assert nbytes({"a": np.zeros(10), "b": "xy"}) > 80
     with pytest.raises(ValueError):
         ComputeService(1, 4, 2)
+
+
+def test_a_job_claims_its_queued_siblings_and_completes_them(make):
+    """claim takes matching interactive jobs out of the queue (not running jobs, not slow ones, not
+    others); complete ends them with their own result or failure; they never hold threads."""
+    service = make(workers=1)
+    gate, started = threading.Event(), threading.Event()
+    blocker = service.submit("block", gated(gate, started=started))
+    assert started.wait(WAIT)
+    taken = []
+
+    def leader(progress):
+        taken.extend(service.claim(lambda key: key[0] == "view"))
+        assert all(j.state is State.RUNNING and j.threads == 0 for j in taken)
+        assert service.stats()["running"] == 1 and service.position(taken[0]) == 0
+        service.complete(taken[0], "r0")
+        service.complete(taken[1], exc=ValueError("no linear tail"))
+        service.complete(taken[2], exc=MemoryError("boom"))
+        return "lead"
+
+    lead = service.submit(("lead",), leader)  # first in the queue, behind the blocker
+    siblings = [service.submit(("view", i), lambda p: pytest.fail("a claimed job's own fn ran")) for i in range(3)]
+    other = service.submit(("other", 0), lambda p: "other")
+    slow = service.submit(("view", 9), lambda p: "slow", lane=Lane.SLOW)
+    gate.set()
+    assert result_of(lead) == "lead" and result_of(blocker) is None
+    assert [j.key for j in taken] == [("view", 0), ("view", 1), ("view", 2)]
+    assert result_of(siblings[0]) == "r0" and service.lookup(("view", 0)) is siblings[0]
+    with pytest.raises(ValueError, match="linear tail"):
+        result_of(siblings[1])
+    assert siblings[1].kept and service.lookup(("view", 1)) is siblings[1]
+    with pytest.raises(MemoryError):
+        result_of(siblings[2])
+    assert service.lookup(("view", 2)) is None  # an unexpected failure is forgotten, as a job's own
+    assert result_of(other) == "other" and result_of(slow) == "slow"
+    stats = service.stats()
+    assert stats["running"] == 0 and stats["threads_in_use"] == 0 and stats["peak_jobs"] == 1
+
+
+def test_cores_follow_a_cgroup_cpu_quota(tmp_path):
+    """A container limited to 2 CPUs (cgroup v2 cpu.max, or v1's CFS quota) gets a layout for 2
+    cores whatever the host has; no file or "max" means no limit; garbage is ignored."""
+    from appkit.service import cores, cpu_quota
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    assert cpu_quota(str(v2)) is None
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cpu_quota(str(v2)) is None
+    (v2 / "cpu.max").write_text("200000 100000\n")
+    assert cpu_quota(str(v2)) == 2.0 and cores(str(v2)) == min(2, cores(str(tmp_path / "none")))
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert cpu_quota(str(v2)) == 1.5 and cores(str(v2)) == 1  # 1.5 CPUs: one whole core's worth of threads
+    (v2 / "cpu.max").write_text("50000 100000\n")
+    assert cores(str(v2)) == 1
+    (v2 / "cpu.max").write_text("garbage\n")
+    assert cpu_quota(str(v2)) is None
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu_quota(str(v1.parent)) is None
+    (v1 / "cpu.cfs_quota_us").write_text("400000\n")
+    assert cpu_quota(str(v1.parent)) == 4.0
+
+
+def test_a_group_is_set_aside_when_its_first_job_starts_and_leftovers_go_back(make):
+    """With free workers, the first job of a group to start has the rest of its group set aside at
+    once (no other worker starts them); what it does not end goes back to the queue when it ends."""
+    service = make(workers=2)
+    gate, ran, seen = threading.Event(), [], {}
+
+    def leader(progress):
+        assert gate.wait(WAIT)
+        mine = service.claim(lambda key: key[0] == "g")
+        seen["claimed"] = sorted(j.key for j in mine)
+        service.complete(next(j for j in mine if j.key == ("g", 1)), "one")
+        return "lead"  # ("g", 2) is left unended
+
+    def own(i):
+        def run(progress):
+            ran.append(i)
+            return f"own {i}"
+        return run
+
+    with service._cond:  # all queued before any worker looks (as submit_many does)
+        lead = service.submit(("g", 0), leader, group="G")
+        first = service.submit(("g", 1), own(1), group="G")
+        second = service.submit(("g", 2), own(2), group="G")
+        other = service.submit(("h", 0), own(9))
+    assert until(lambda: first.state is State.RUNNING and second.state is State.RUNNING)
+    assert result_of(other) == "own 9"  # the second worker took the job outside the group
+    gate.set()
+    assert result_of(lead) == "lead" and seen["claimed"] == [("g", 1), ("g", 2)]
+    assert result_of(first) == "one"
+    assert result_of(second) == "own 2" and ran == [9, 2]  # requeued, then run on its own
+    assert service.stats()["running"] == 0 and service.stats()["threads_in_use"] == 0

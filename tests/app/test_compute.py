@@ -1,0 +1,122 @@
+"""appkit.compute: a view's single-pass maps come from one network pass (camlib.explain_many), with
+the same numbers as each method alone; methods that cannot share fall back to one call each."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import appkit
+import camlib
+from appkit import compute
+from appkit.service import result_of, service
+
+WAIT = 60  # seconds: a bound on waits that must end (never a timing claim)
+
+
+@pytest.fixture
+def hold_workers():
+    """hold_workers() occupies every worker of the process's service with a job that waits for its
+    own gate; returns the gates (all opened when the test ends, whatever happened)."""
+    opened = []
+
+    def hold_all():
+        n = service().workers
+        gates, started = [threading.Event() for _ in range(n)], [threading.Event() for _ in range(n)]
+        opened.extend(gates)
+        token = uuid.uuid4().hex  # fresh keys: a finished hold job of an earlier test must not answer
+
+        def hold(i):
+            def run(progress):
+                started[i].set()
+                assert gates[i].wait(WAIT)
+            return run
+
+        for i in range(n):
+            service().submit(("hold", token, i), hold(i))
+        assert all(s.wait(WAIT) for s in started)
+        return gates
+
+    yield hold_all
+    for gate in opened:
+        gate.set()
+
+
+def _image(seed: int) -> tuple[Image.Image, str]:
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    return image, camlib.images.image_hash(image)
+
+
+def test_a_views_single_pass_maps_share_one_pass(monkeypatch, hold_workers):
+    model = appkit.get_model("efficientnet_lite0")
+    calls = []
+    original = camlib.explain_many
+
+    def recording(*args, **kw):
+        calls.append(list(args[2]))
+        return original(*args, **kw)
+
+    monkeypatch.setattr(camlib, "explain_many", recording)
+    image, key = _image(0)
+    methods = ["gradcam", "gradcampp", "xgradcam", "liftcam"]
+    gates = hold_workers()
+    jobs = [compute.submit_explanation("efficientnet_lite0", key, image, m, "bn2", 281) for m in methods]
+    gates[0].set()  # one worker: it takes the first map, which takes the three others
+    results = [result_of(job) for job in jobs]
+    assert calls == [methods]
+    x = compute._tensor(image, model)
+    # the same numbers as each method alone, in as many torch threads as the joint job used
+    # (the conftest gives the next test its thread count back)
+    import torch
+
+    torch.set_num_threads(jobs[0].peak_threads)
+    for m, res in zip(methods, results):
+        alone = camlib.explain(model, x, m, layer="bn2", target=281)
+        assert res["method"] == m and res["target"] == 281 and res["layer"] == "bn2"
+        assert np.array_equal(res["coefficients"], alone.coefficients.numpy()), m
+        assert np.array_equal(res["saliency"], np.clip(alone.saliency.numpy(), 0, 1)), m
+    seconds = {job.seconds for job in jobs}
+    assert all(s is not None and s >= 0 for s in seconds)
+
+
+def test_a_failure_in_the_joint_pass_gives_each_method_its_own_outcome(hold_workers):
+    """CAM needs a linear tail: at blocks.6 it fails with its message, and the maps that were
+    claimed with it still get their results."""
+    image, key = _image(1)
+    gates = hold_workers()
+    cam = compute.submit_explanation("efficientnet_lite0", key, image, "cam", "blocks.6", 3)
+    grad = compute.submit_explanation("efficientnet_lite0", key, image, "gradcam", "blocks.6", 3)
+    gates[0].set()
+    with pytest.raises(ValueError, match="linear"):
+        result_of(cam)
+    assert cam.kept
+    assert result_of(grad)["coefficients"].shape == (320,)
+
+
+def test_plan_explanations_queues_a_views_single_pass_maps_together(monkeypatch):
+    """plan_explanations submits the single-pass maps under one hold of the service's lock, so even
+    with free workers the first to start computes all of them in one call; slow methods are only
+    planned (a button), options out of bounds come back as their ValueError."""
+    calls = []
+    original = camlib.explain_many
+
+    def recording(*args, **kw):
+        calls.append(list(args[2]))
+        return original(*args, **kw)
+
+    monkeypatch.setattr(camlib, "explain_many", recording)
+    image, key = _image(2)
+    methods = ["gradcam", "gradcampp", "scorecam", "xgradcam", "liftcam", "shapcam"]
+    plans = compute.plan_explanations("efficientnet_lite0", key, image, methods, "bn2", 5,
+                                      {"shapcam": {"permutations": 0}})
+    assert list(plans) == methods
+    assert isinstance(plans["shapcam"], ValueError)
+    assert plans["scorecam"][0] is None and plans["scorecam"][2] is not None  # a button with its expected time
+    results = {m: result_of(plans[m][0]) for m in ("gradcam", "gradcampp", "xgradcam", "liftcam")}
+    assert calls == [["gradcam", "gradcampp", "xgradcam", "liftcam"]]
+    assert all(r["target"] == 5 for r in results.values())
