@@ -11,7 +11,7 @@ model, layer, target, image = sel["model"], sel["layer"], sel["target"], sel["im
 name = sel["model_name"]
 info = model.layer_info(layer)
 
-st.title("SHAP-CAM vs LIFT-CAM: the estimators, accuracy for the cost")
+st.title("SHAP-CAM vs LIFT-CAM: accuracy for the cost")
 st.markdown(
     "The SHAP value of an activation map is its average contribution to the class score over every order in "
     "which the maps could be switched on (the paper's Eq. 6). It can be *estimated*: SHAP-CAM averages over "
