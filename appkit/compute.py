@@ -115,7 +115,7 @@ def submit_explanation(model_name: str, image_key: str, image: Image.Image, meth
     out of their bounds (before anything is queued).
 
     A single-pass job, when it starts, also takes the single-pass explanations of the same image,
-    layer and target still waiting in the queue (:meth:`appkit.service.ComputeService.claim`) and
+    layer and target still waiting in the queue (its group: :meth:`appkit.service.ComputeService.claim`) and
     computes them all from one network pass (``camlib.explain_many``): a new view's default maps
     cost one head pass, not one each (:func:`plan_explanations` queues them together)."""
     key, run, keywords = _explanation_job(model_name, image_key, image, method, layer, target, options, question)
@@ -147,19 +147,12 @@ def _explanation_job(model_name: str, image_key: str, image: Image.Image, method
                       "group": group}
 
 
-def _single_pass_sibling(key: tuple, other) -> bool:
-    """Whether the service key ``other`` is another single-pass explanation of ``key``'s view
-    (model, image, layer, target and question)."""
-    return (isinstance(other, tuple) and len(other) == len(key) and other[:5] == key[:5] and other[7] == key[7]
-            and other != key and camlib.get_method(other[5]).cost is camlib.methods.Cost.ONE_PASS)
-
-
 def _run_single_pass(model_name: str, model, image: Image.Image, key: tuple, progress: Progress) -> dict:
     """The job of ``key`` (a single-pass explanation) with its queued siblings, from one head pass;
     the siblings are ended here with their own results. If the joint call fails (e.g. CAM on a
     nonlinear tail), each method is computed alone, so each gets its own result or message."""
     _, _, _, layer, target, method, options, question = key
-    siblings = service().claim(lambda other: _single_pass_sibling(key, other))
+    siblings = service().claim()  # the view's other single-pass maps (the job's group)
     jobs = {method: None, **{job.key[5]: job for job in siblings}}
     options_of = {method: dict(options), **{job.key[5]: dict(job.key[6]) for job in siblings}}
     x = _tensor(image, model)

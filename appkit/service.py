@@ -245,32 +245,33 @@ class ComputeService:
         with self._cond:  # a reentrant lock: submit takes it again
             return [self.submit(key, fn, **keywords) for key, fn, keywords in specs]
 
-    def claim(self, match: Callable[[Hashable], bool]) -> list[Job]:
-        """Called by a running job's ``fn``: the jobs whose key matches, to compute together with
-        its own (e.g. several single-pass maps of one view from one network pass): those of its
-        group set aside when it started, and matching interactive jobs still queued. End each with
+    def claim(self) -> list[Job]:
+        """Called by a running job's ``fn``: the other jobs of its group (:meth:`submit`), to compute
+        together with its own (e.g. several single-pass maps of one view from one network pass):
+        those set aside when it started, and those of its group queued since. End each with
         :meth:`complete`; one left unended when the caller ends goes back to the queue. They run in
-        the caller's worker and threads: they count as neither running jobs nor torch threads."""
+        the caller's worker and threads: they count as neither running jobs nor torch threads.
+        Outside a job, or for a job without a group: none."""
         owner = getattr(_WORKER, "job", None)
+        if owner is None or owner.group is None:
+            return []
         with self._cond:
-            taken = []
-            if owner is not None:
-                taken = [job for job in owner.claimed if match(job.key)]
-            queue = self._queues[Lane.INTERACTIVE]
-            fresh = [job for job in queue if match(job.key)]
-            for job in fresh:
-                queue.remove(job)
-                self._set_aside(job, owner)
-            taken += fresh
+            fresh = self._take_group(owner)
         for job in fresh:
             self._trace("start", job)
-        return taken
+        return list(owner.claimed)
 
-    def _set_aside(self, job: Job, owner: Job | None) -> None:
-        """Mark a queued job as taken by ``owner`` (lock held)."""
-        job.state, job.started, job.claimer = State.RUNNING, time.monotonic(), owner
-        if owner is not None and job not in owner.claimed:
+    def _take_group(self, owner: Job) -> list[Job]:
+        """Take the queued interactive jobs of ``owner``'s group out of the queue, as set aside for
+        it (lock held); returns them."""
+        queue = self._queues[Lane.INTERACTIVE]
+        taken = [job for job in queue if job.group == owner.group]
+        now = time.monotonic()
+        for job in taken:
+            queue.remove(job)
+            job.state, job.started, job.claimer = State.RUNNING, now, owner
             owner.claimed.append(job)
+        return taken
 
     def complete(self, job: Job, result=None, exc: BaseException | None = None) -> None:
         """End a job taken with :meth:`claim`: its result, or its failure (as a job's own)."""
@@ -404,10 +405,7 @@ class ComputeService:
                 job.state = State.RUNNING
                 self._running.append(job)
                 if job.group is not None:  # its group's queued jobs wait for it, not for a worker
-                    queue = self._queues[Lane.INTERACTIVE]
-                    for other in [j for j in queue if j.group == job.group]:
-                        queue.remove(other)
-                        self._set_aside(other, job)
+                    self._take_group(job)
                 # Its base share of the cores: wait while a slow job holds lent tokens (it gives
                 # them back at its next progress report).
                 self._token_waiters += 1

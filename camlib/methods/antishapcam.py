@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from camlib.methods.base import Cost, Method, Need, Quantities
-from camlib.methods.shapley import ordering_options, antithetic_permutations, ordering_estimate
+from camlib.methods.shapley import antithetic_permutations, ordering_estimate, ordering_options
 
 
 class AntiShapCAM(Method):

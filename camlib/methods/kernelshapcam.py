@@ -54,7 +54,7 @@ class KernelShapCAM(Method):
     options = (Option("samples", 0, 0, 100_000, "coalitions of maps (0: 2·N_l + 2048, as shap; at most 2^N_l - 2)"),
                Option("seed", 0, 0, 2**32 - 1, "seed of the coalitions"))
 
-    label_options = ("samples",)  # samples=0 (automatic) is left out: "limecam"
+    label_options = ("samples",)  # samples=0 (automatic) is left out: "kernelshapcam"
 
     def evaluations(self, n_maps: int, **options) -> int:
         options = self.resolve_options(options)

@@ -28,14 +28,11 @@ from typing import Callable
 
 import torch
 
-from camlib.methods.base import Option
-
-from camlib.methods.base import Game, Quantities
+from camlib.methods.base import Game, Option, Quantities
 
 # Orderings evaluated together (the CPU's fused clamp-readout kernel reads the tail's per-map
 # contributions once per group: per ordering 7.3 ms alone, 2.7 ms in 4, 1.7 ms in 16 on Lite0 blocks.6).
 ORDERINGS_PER_PASS = 16
-
 
 
 def ordering_options(permutations_help: str = "number of random orderings |Π|") -> tuple[Option, Option]:
@@ -43,6 +40,7 @@ def ordering_options(permutations_help: str = "number of random orderings |Π|")
     ``permutations`` |Π| (default 10) and ``seed`` (of :func:`sample_permutations`)."""
     return (Option("permutations", 10, 1, 1_000_000, permutations_help, symbol="|Π|"),
             Option("seed", 0, 0, 2**32 - 1, "seed of the orderings"))
+
 
 def sample_permutations(n: int, count: int, seed: int) -> torch.Tensor:
     """``count`` uniformly random orderings of n maps, (count, n), reproducible from ``seed``

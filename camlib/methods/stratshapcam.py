@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from camlib.methods.base import Cost, Method, Need, Quantities
-from camlib.methods.shapley import ordering_options, ordering_estimate, stratified_permutations
+from camlib.methods.shapley import ordering_estimate, ordering_options, stratified_permutations
 
 
 class StratShapCAM(Method):

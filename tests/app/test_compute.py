@@ -36,8 +36,9 @@ def hold_workers():
                 assert gates[i].wait(WAIT)
             return run
 
-        for i in range(n):
-            service().submit(("hold", token, i), hold(i))
+        # queued together: a job that starts while nothing else waits borrows the idle cores, and
+        # an interactive one keeps them until it ends, so one at a time the second could not start
+        service().submit_many([(("hold", token, i), hold(i), {}) for i in range(n)])
         assert all(s.wait(WAIT) for s in started)
         return gates
 
@@ -46,14 +47,9 @@ def hold_workers():
         gate.set()
 
 
-def _image(seed: int) -> tuple[Image.Image, str]:
-    rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
-    return image, camlib.images.image_hash(image)
-
-
-def test_a_views_single_pass_maps_share_one_pass(monkeypatch, hold_workers):
-    model = appkit.get_model("efficientnet_lite0")
+@pytest.fixture
+def joint_calls(monkeypatch):
+    """The method lists of every camlib.explain_many call the service makes during the test."""
     calls = []
     original = camlib.explain_many
 
@@ -62,13 +58,24 @@ def test_a_views_single_pass_maps_share_one_pass(monkeypatch, hold_workers):
         return original(*args, **kw)
 
     monkeypatch.setattr(camlib, "explain_many", recording)
+    return calls
+
+
+def _image(seed: int) -> tuple[Image.Image, str]:
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    return image, camlib.images.image_hash(image)
+
+
+def test_a_views_single_pass_maps_share_one_pass(joint_calls, hold_workers):
+    model = appkit.get_model("efficientnet_lite0")
     image, key = _image(0)
     methods = ["gradcam", "gradcampp", "xgradcam", "liftcam"]
     gates = hold_workers()
     jobs = [compute.submit_explanation("efficientnet_lite0", key, image, m, "bn2", 281) for m in methods]
     gates[0].set()  # one worker: it takes the first map, which takes the three others
     results = [result_of(job) for job in jobs]
-    assert calls == [methods]
+    assert joint_calls == [methods]
     x = compute._tensor(image, model)
     # the same numbers as each method alone, in as many torch threads as the joint job used
     # (the conftest gives the next test its thread count back)
@@ -98,18 +105,10 @@ def test_a_failure_in_the_joint_pass_gives_each_method_its_own_outcome(hold_work
     assert result_of(grad)["coefficients"].shape == (320,)
 
 
-def test_plan_explanations_queues_a_views_single_pass_maps_together(monkeypatch):
+def test_plan_explanations_queues_a_views_single_pass_maps_together(joint_calls):
     """plan_explanations submits the single-pass maps under one hold of the service's lock, so even
     with free workers the first to start computes all of them in one call; slow methods are only
     planned (a button), options out of bounds come back as their ValueError."""
-    calls = []
-    original = camlib.explain_many
-
-    def recording(*args, **kw):
-        calls.append(list(args[2]))
-        return original(*args, **kw)
-
-    monkeypatch.setattr(camlib, "explain_many", recording)
     image, key = _image(2)
     methods = ["gradcam", "gradcampp", "scorecam", "xgradcam", "liftcam", "shapcam"]
     plans = compute.plan_explanations("efficientnet_lite0", key, image, methods, "bn2", 5,
@@ -118,5 +117,5 @@ def test_plan_explanations_queues_a_views_single_pass_maps_together(monkeypatch)
     assert isinstance(plans["shapcam"], ValueError)
     assert plans["scorecam"][0] is None and plans["scorecam"][2] is not None  # a button with its expected time
     results = {m: result_of(plans[m][0]) for m in ("gradcam", "gradcampp", "xgradcam", "liftcam")}
-    assert calls == [["gradcam", "gradcampp", "xgradcam", "liftcam"]]
+    assert joint_calls == [["gradcam", "gradcampp", "xgradcam", "liftcam"]]
     assert all(r["target"] == 5 for r in results.values())

@@ -301,16 +301,19 @@ def test_layout_and_sizes():
 
 
 def test_a_job_claims_its_queued_siblings_and_completes_them(make):
-    """claim takes matching interactive jobs out of the queue (not running jobs, not slow ones, not
-    others); complete ends them with their own result or failure; they never hold threads."""
+    """claim takes the interactive jobs of the caller's group out of the queue, those queued before
+    it started and since (not slow ones, not others); complete ends them with their own result or
+    failure; they never hold threads."""
     service = make(workers=1)
     gate, started = threading.Event(), threading.Event()
     blocker = service.submit("block", gated(gate, started=started))
     assert started.wait(WAIT)
-    taken = []
+    taken, never = [], lambda p: pytest.fail("a claimed job's own fn ran")
+    assert service.claim() == []  # outside a job: nothing
 
     def leader(progress):
-        taken.extend(service.claim(lambda key: key[0] == "view"))
+        siblings.append(service.submit(("view", 2), never, group="view"))  # queued after it started
+        taken.extend(service.claim())
         assert all(j.state is State.RUNNING and j.threads == 0 for j in taken)
         assert service.stats()["running"] == 1 and service.position(taken[0]) == 0
         service.complete(taken[0], "r0")
@@ -318,10 +321,10 @@ def test_a_job_claims_its_queued_siblings_and_completes_them(make):
         service.complete(taken[2], exc=MemoryError("boom"))
         return "lead"
 
-    lead = service.submit(("lead",), leader)  # first in the queue, behind the blocker
-    siblings = [service.submit(("view", i), lambda p: pytest.fail("a claimed job's own fn ran")) for i in range(3)]
+    lead = service.submit(("lead",), leader, group="view")  # first in the queue, behind the blocker
+    siblings = [service.submit(("view", i), never, group="view") for i in range(2)]
     other = service.submit(("other", 0), lambda p: "other")
-    slow = service.submit(("view", 9), lambda p: "slow", lane=Lane.SLOW)
+    slow = service.submit(("view", 9), lambda p: "slow", lane=Lane.SLOW, group="view")
     gate.set()
     assert result_of(lead) == "lead" and result_of(blocker) is None
     assert [j.key for j in taken] == [("view", 0), ("view", 1), ("view", 2)]
@@ -372,7 +375,7 @@ def test_a_group_is_set_aside_when_its_first_job_starts_and_leftovers_go_back(ma
 
     def leader(progress):
         assert gate.wait(WAIT)
-        mine = service.claim(lambda key: key[0] == "g")
+        mine = service.claim()
         seen["claimed"] = sorted(j.key for j in mine)
         service.complete(next(j for j in mine if j.key == ("g", 1)), "one")
         return "lead"  # ("g", 2) is left unended
