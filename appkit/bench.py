@@ -12,12 +12,20 @@ default first, then the others given) it starts a fresh server and measures
    each with another sample (their maps are not computed yet); for each: the time to all its
    default maps, and that its page shows its own sample and four loaded maps;
 4. **4 sessions, one image**: the same, all on one image not computed yet (the service computes
-   each map once and the four sessions share it).
+   each map once and the four sessions share it);
+5. **4 open pages pick 4 samples**: the four pages of (4) stay open and each clicks another
+   sample's pill at the same moment (a rerun of an open page, as when a class explores on its own:
+   no page load, so the browsers' own start-up work is not in it).
+
+For each 4-session phase it also reports when the *server* had computed everything the phase
+asked for (the end of the last job in the service's trace, from the phase's start): the part of the
+time that is the server's; the rest is the browsers' receiving and drawing.
 
 During the runs the service writes one line per job start and end (``CAMLIB_SERVICE_TRACE``):
 the benchmark reports the most torch threads in use at once and the most concurrent jobs, against
 the cores. It also samples the server process's CPU time. The load average (``uptime``) before and
-after is printed: the machine may be shared. ``--json PATH`` writes every number.
+after is printed, and the CPU time the hypervisor stole during the run (``/proc/stat``): the machine
+may be shared. ``--json PATH`` writes every number.
 
 The four browsers run on the same CPU as the server (on a laptop in a classroom they would be the
 students' own machines), so the 4-session times here are pessimistic. ``--browser-nice 19`` runs
@@ -50,6 +58,10 @@ from appkit.service import cores, default_layout
 
 DEFAULT_KEYS = None  # filled from camlib (the default methods)
 SESSION_SAMPLES = ("coffee", "rocket", "camera", "astronaut")
+#: The 4-session phases: four page loads at once on four samples, on one new image (blocks.5),
+#: and four open pages (left on blocks.5) that each pick another sample at once (a rerun).
+PHASES = (("four", "4 sessions, 4 samples"), ("four_same", "4 sessions, one new image"),
+          ("four_pick", "4 open pages pick 4 samples"))
 
 
 def load() -> str:
@@ -57,10 +69,30 @@ def load() -> str:
         return " ".join(f.read().split()[:3])
 
 
+def cpu_times() -> tuple[float, float]:
+    """(seconds since boot, CPU seconds stolen by the hypervisor summed over the CPUs), from
+    /proc/stat: on a shared VM the steal says how much of the machine was not ours."""
+    with open("/proc/uptime") as f:
+        up = float(f.read().split()[0])
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return up, int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def default_keys() -> list[str]:
     import camlib
 
     return [f"cam_{m}" for m in camlib.default_methods()]
+
+
+def computed_by(path: str, since: float) -> float | None:
+    """Seconds from ``since`` (time.time()) to the end of the last job that ended after it: when the
+    server had computed everything a phase asked for (None: no job ended)."""
+    ends = []
+    if os.path.exists(path):
+        with open(path) as f:
+            ends = [e["t"] for e in map(json.loads, filter(str.strip, f)) if e["event"] == "end" and e["t"] >= since]
+    return max(ends) - since if ends else None
 
 
 def read_trace(path: str) -> dict:
@@ -98,11 +130,19 @@ def browsers_cpu(drivers) -> dict[int, float]:
     return out
 
 
-def session(driver, url: str, keys, timeout: float, results: dict, name: str, barrier=None) -> None:
+def session(driver, url: str, keys, timeout: float, results: dict, name: str, barrier=None,
+            pick: str | None = None) -> None:
+    """Time one session to all its default maps: a page load of ``url``, or with ``pick`` (a sample's
+    title) a click on that sample's pill in the page already open (a rerun, no page load)."""
+    if pick is not None:
+        browser.forget_images(driver)
     if barrier is not None:
         barrier.wait()
     start = time.monotonic()
-    driver.get(url)
+    if pick is None:
+        driver.get(url)
+    else:
+        browser.click_pill(driver, pick)
     seen = browser.wait_rendered(driver, keys, timeout, start)
     results[name] = {"first": min(seen.values()) if seen else None,
                      "all": max(seen.values()) if len(seen) == len(keys) else None, "maps": len(seen)}
@@ -119,6 +159,7 @@ def run_layout(workers: int, threads: int, warm_runs: int, timeout: float, brows
     titles = {s.key: s.title for s in list_samples()}
     keys = default_keys()
     out = {"workers": workers, "threads": threads, "browser_nice": browser_nice, "load_before": load()}
+    up0, steal0 = cpu_times()
     trace = tempfile.NamedTemporaryFile(prefix="camlib-trace-", suffix=".jsonl", delete=False).name
     env = {"CAMLIB_APP_WORKERS": str(workers), "CAMLIB_APP_THREADS": str(threads), "CAMLIB_SERVICE_TRACE": trace}
     drivers = [browser.chrome() for _ in range(4)]  # started before the clock runs
@@ -143,25 +184,29 @@ def run_layout(workers: int, threads: int, warm_runs: int, timeout: float, brows
             out["warm"] = warm
             out["warm_median"] = statistics.median([w for w in warm if w is not None]) if any(warm) else None
 
-            for label, urls in (
-                ("four", [server.url("/", sample=s) for s in SESSION_SAMPLES]),
-                ("four_same", [server.url("/", layer="blocks.5")] * 4),
+            for label, urls, picks in (
+                ("four", [server.url("/", sample=s) for s in SESSION_SAMPLES], [None] * 4),
+                ("four_same", [server.url("/", layer="blocks.5")] * 4, [None] * 4),
+                # the four pages stay open (on blocks.5): each student picks another sample
+                ("four_pick", [None] * 4, [titles[s] for s in SESSION_SAMPLES]),
             ):
                 results, barrier = {}, threading.Barrier(4)
                 cpu0, t0, chrome0 = cpu_seconds(server.process.pid), time.monotonic(), browsers_cpu(drivers)
-                threads_ = [threading.Thread(target=session, args=(d, u, keys, timeout, results, i, barrier))
-                            for i, (d, u) in enumerate(zip(drivers, urls))]
+                since = time.time()
+                threads_ = [threading.Thread(target=session, args=(d, u, keys, timeout, results, i, barrier, p))
+                            for i, (d, u, p) in enumerate(zip(drivers, urls, picks))]
                 for t in threads_:
                     t.start()
                 for t in threads_:
                     t.join()
                 wall = time.monotonic() - t0
                 out[label] = [results[i] for i in range(4)]
+                out[label + "_computed"] = computed_by(trace, since)
                 out[label + "_server_cpu_per_wall"] = (cpu_seconds(server.process.pid) - cpu0) / wall
                 chrome1 = browsers_cpu(drivers)  # processes that ended meanwhile are missed: at least this
                 out[label + "_browsers_cpu_per_wall"] = sum(v - chrome0.get(p, 0.0) for p, v in chrome1.items()) / wall
-                if label == "four":
-                    out["four_own_sample"] = [check_own_sample(d, titles[s]) for d, s in zip(drivers, SESSION_SAMPLES)]
+                if label in ("four", "four_pick"):
+                    out[label + "_own_sample"] = [check_own_sample(d, titles[s]) for d, s in zip(drivers, SESSION_SAMPLES)]
                 for d in drivers:
                     browser.idle(d, timeout)
                 out[label + "_exceptions"] = sum(len(browser.exceptions(d)) for d in drivers)
@@ -171,6 +216,8 @@ def run_layout(workers: int, threads: int, warm_runs: int, timeout: float, brows
     out["trace"] = read_trace(trace)
     os.unlink(trace)
     out["load_after"] = load()
+    up1, steal1 = cpu_times()
+    out["steal_per_wall"] = (steal1 - steal0) / max(up1 - up0, 1e-9)  # CPUs' worth stolen, on average
     return out
 
 
@@ -377,19 +424,22 @@ def main(argv=None) -> int:
         print(f"\n== compute service: {workers} worker(s) × {threads} torch thread(s) per job ==", flush=True)
         r = run_layout(workers, threads, args.warm, args.timeout, args.browser_nice)
         runs.append(r)
-        print(f"load {r['load_before']} -> {r['load_after']}")
+        print(f"load {r['load_before']} -> {r['load_after']}; CPU stolen by the hypervisor during the run: "
+              f"{r['steal_per_wall']:.2f} of {n} cores on average")
         print(f"cold server: health {fmt(r['health'])} s, first heatmap {fmt(r['cold_first'])} s, "
               f"all default maps {fmt(r['cold_all'])} s")
         print(f"warm, new session: all default maps {fmt(r['warm_median'])} s (median of "
               f"{', '.join(fmt(w) for w in r['warm'])})")
-        for label, title in (("four", "4 sessions, 4 samples"), ("four_same", "4 sessions, one new image")):
+        for label, title in PHASES:
             times = [s["all"] for s in r[label]]
             print(f"{title}: all default maps per session {', '.join(fmt(t) for t in times)} s "
                   f"(max {fmt(max(times) if all(t is not None for t in times) else None)}); "
+                  f"the server had computed them after {fmt(r[label + '_computed'])} s; "
                   f"server CPU {r[label + '_server_cpu_per_wall']:.2f} cores busy, browsers at least "
                   f"{r[label + '_browsers_cpu_per_wall']:.2f}; "
                   f"exceptions {r[label + '_exceptions']}")
-        print(f"each of the 4 sessions shows its own sample: {r['four_own_sample']}")
+        print(f"each of the 4 sessions shows its own sample: page loads {r['four_own_sample']}, "
+              f"picks {r['four_pick_own_sample']}")
         t = r["trace"]
         print(f"service: {t['jobs']} jobs; most torch threads in use at once {t['peak_threads']} of {t['cores']} cores; "
               f"most concurrent jobs {t['peak_running']}; torch threads of a job at its start {t.get('threads_per_running_job')}")
@@ -397,13 +447,13 @@ def main(argv=None) -> int:
         print(f"\nover {args.repeat} fresh servers per layout (median, and the range):")
         for workers, threads in dict.fromkeys(layouts):
             mine = [r for r in runs if (r["workers"], r["threads"]) == (workers, threads)]
-            worst = [max(x["all"] for x in r[key]) if all(x["all"] for x in r[key]) else None
-                     for key in ("four", "four_same") for r in mine]
-            n = len(mine)
-            for title, values in (("cold, all default maps", [r["cold_all"] for r in mine]),
-                                  ("warm new session (median of its runs)", [r["warm_median"] for r in mine]),
-                                  ("4 sessions, 4 samples (slowest session)", worst[:n]),
-                                  ("4 sessions, one new image (slowest session)", worst[n:])):
+            rows = [("cold, all default maps", [r["cold_all"] for r in mine]),
+                    ("warm new session (median of its runs)", [r["warm_median"] for r in mine])]
+            for key, title in PHASES:
+                rows.append((f"{title} (slowest session)",
+                             [max(x["all"] for x in r[key]) if all(x["all"] for x in r[key]) else None for r in mine]))
+                rows.append((f"{title} (computed by the server)", [r[key + "_computed"] for r in mine]))
+            for title, values in rows:
                 known = [v for v in values if v is not None]
                 print(f"  {workers}x{threads} {title}: " + (f"{statistics.median(known):.2f} s "
                       f"({min(known):.2f}–{max(known):.2f}; {', '.join(fmt(v) for v in values)})" if known else "—"))
@@ -416,7 +466,7 @@ def main(argv=None) -> int:
                 return "—" if a is None or b is None or b == 0 else f"{a / b:.2f}"
             worst = lambda v: max(s["all"] for s in v) if all(s["all"] for s in v) else None  # noqa: E731
             print(f"{r['workers']}x{r['threads']}: cold {ratio('cold_all')}, warm {ratio('warm_median')}, "
-                  f"4 sessions {ratio('four', worst)}, 4 sessions one image {ratio('four_same', worst)}")
+                  + ", ".join(f"{title} {ratio(key, worst)}" for key, title in PHASES))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cores": n, "runs": runs}, f, indent=1)

@@ -156,17 +156,37 @@ def renice(driver, niceness: int) -> int:
 
 
 RENDERED = """
-    const out = {};
+    const out = {}, old = window.__camlibOldImages;
     for (const key of arguments[0]) {
         const imgs = document.querySelectorAll(`.st-key-${key} img`);
-        out[key] = Array.from(imgs).some(i => i.complete && i.naturalWidth > 0);
+        out[key] = Array.from(imgs).some(i => i.complete && i.naturalWidth > 0 && !(old && old.has(i.src)));
     }
     return out;"""
 
 
 def rendered(driver, keys) -> dict[str, bool]:
-    """Per element key: does its container hold a loaded image?"""
+    """Per element key: does its container hold a loaded image (not one set aside by
+    :func:`forget_images`)?"""
     return driver.execute_script(RENDERED, list(keys))
+
+
+def forget_images(driver) -> int:
+    """Set aside the images the page shows now: until the next page load, :func:`rendered` counts
+    only images drawn after this call (to time a rerun of the same page, e.g. another sample
+    picked). Returns how many images were set aside."""
+    return driver.execute_script("""
+        window.__camlibOldImages = new Set(Array.from(document.querySelectorAll('img')).map(i => i.src));
+        return window.__camlibOldImages.size;""")
+
+
+def click_pill(driver, title: str) -> None:
+    """Click the sidebar pill (sample, method) whose text is ``title``."""
+    for button in driver.find_elements("css selector", '[data-testid="stSidebar"] [data-testid="stButtonGroup"] button'):
+        if button.text.strip() == title:
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+            button.click()
+            return
+    raise LookupError(f"no sidebar pill {title!r}")
 
 
 def wait_rendered(driver, keys, timeout: float, start: float | None = None, poll: float = 0.05) -> dict[str, float]:

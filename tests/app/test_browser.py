@@ -6,6 +6,7 @@ still give the app's navigation), then the landing page. Checked on screen:
 * the first view of a 1366×768 laptop shows the image and the default heatmaps, the sample pills and
   the sidebar's method pills whole (nothing truncated or clipped); a screenshot goes to
   test-artifacts/landing-1366x768.png;
+* a sample picked by its pill: every default map drawn anew for it, the URL naming it;
 * the teaching box and its one-click inner layer (the same methods side by side);
 * a bar clicked in the coefficient chart moves the picker, and the map beside it, to that bar;
 * the share of Σ|α| lies between 0 and 100 %; the gallery note names the model's actual answer;
@@ -145,6 +146,27 @@ def test_landing_first_view_on_a_laptop(server, driver):
     warm = open_page(driver, server.url("/"), KEYS)
     print(f"\nlanding page: default maps after {max(seen.values()):.1f} s (server cold), "
           f"a new session {max(warm.values()):.1f} s (warm; page load until idle {time.monotonic() - start:.1f} s)")
+
+
+def test_sample_pill_redraws_the_maps(server, driver):
+    """A sample picked by its pill (a rerun of the open page, as a class explores): every default
+    map is drawn anew for that sample, and the URL names it."""
+    open_page(driver, server.url("/"), KEYS)
+    before = {k: driver.execute_script(f"return document.querySelector('.st-key-{k} img').src") for k in KEYS}
+    assert browser.forget_images(driver) >= len(KEYS) + 1  # the maps and the image itself
+    assert not any(browser.rendered(driver, KEYS).values())  # the old maps no longer count
+    start = time.monotonic()
+    browser.click_pill(driver, "Espresso cup")
+    seen = browser.wait_rendered(driver, KEYS, TIMEOUT, start)
+    assert len(seen) == len(KEYS), seen
+    assert browser.idle(driver, TIMEOUT) and not browser.exceptions(driver)
+    after = {k: driver.execute_script(f"return document.querySelector('.st-key-{k} img').src") for k in KEYS}
+    assert all(after[k] != before[k] for k in KEYS)
+    assert "Espresso cup" in driver.find_element("css selector", '[data-testid="stMainBlockContainer"]').text
+    assert query(driver)["sample"] == ["coffee"]
+    with pytest.raises(LookupError, match="no sidebar pill"):
+        browser.click_pill(driver, "No such sample")
+    print("\nanother sample by its pill, default maps after (s):", round(max(seen.values()), 2))
 
 
 def test_compare_with_the_inner_layer(server, driver):

@@ -126,8 +126,6 @@ def test_target_predicted_and_no_auc(data, tmp_path):
 
 
 def test_shap_agreement(data, tmp_path):
-    import torch
-
     import camlib
     from bench_tiny import build
     from camlib.bench.data import load_batch, load_index, select
@@ -166,7 +164,7 @@ def test_shap_agreement(data, tmp_path):
     assert "tail evaluations / image" in md and f"| {5 * (k + 1):,} |" in md
     assert "warning" not in md  # 'features' has a nonlinear tail
     budget = md[md.index("stays at least plain SHAP-CAM"):]
-    assert "| Stratified SHAP-CAM |" in budget and f"cos " in budget
+    assert "| Stratified SHAP-CAM |" in budget and "cos " in budget
     again = shap.run_agreement(argv)
     assert again["computed"] == 0
     only = shap.run_agreement([*argv, "--samplers", "shapcam"])  # a subset of the samplers: rows exist

@@ -1,7 +1,6 @@
 """The compiled loop of :mod:`camlib.engine.kernels.blockdot` (imported lazily: it needs numba)."""
 
 import numba
-import numpy as np
 
 # Reassociation lets the dot products vectorise.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.numerics
 
 
 def _reference(weight, x):
-    o, (r, k, p) = weight.shape[0], x.shape
+    o, (_, k, p) = weight.shape[0], x.shape
     return torch.einsum("okp,rkp->rko", weight.double().view(o, k, p), x.double())
 
 
