@@ -23,7 +23,8 @@ time that is the server's; the rest is the browsers' receiving and drawing.
 
 During the runs the service writes one line per job start and end (``CAMLIB_SERVICE_TRACE``):
 the benchmark reports the most torch threads in use at once and the most concurrent jobs, against
-the cores. It also samples the server process's CPU time. The load average (``uptime``) before and
+the cores. It also samples the CPU time of the server process and of the Chromium processes, per
+kind (renderer, browser, gpu-process, utility). The load average (``uptime``) before and
 after is printed, and the CPU time the hypervisor stole during the run (``/proc/stat``): the machine
 may be shared. ``--json PATH`` writes every number.
 
@@ -117,17 +118,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def browsers_cpu(drivers) -> dict[int, float]:
-    """CPU seconds of every process of the Chromium instances now ({pid: seconds})."""
+def process_kind(pid: int) -> str:
+    """What a Chromium process is: its ``--type`` (renderer, gpu-process, utility, zygote), or
+    "browser" / "chromedriver"."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:  # Chromium rewrites it into one space-separated string
+        args = f.read().decode(errors="replace").replace("\0", " ").split()
+    kind = next((a.split("=", 1)[1] for a in args if a.startswith("--type=")), None)
+    return kind or ("chromedriver" if args and "chromedriver" in args[0] else "browser")
+
+
+def browsers_cpu(drivers) -> dict[int, tuple[str, float]]:
+    """CPU seconds of every process of the Chromium instances now ({pid: (kind, seconds)})."""
     out = {}
     for d in drivers:
         root = d.service.process.pid
         for pid in (root, *browser.descendants(root)):
             try:
-                out[pid] = cpu_seconds(pid)
+                out[pid] = (process_kind(pid), cpu_seconds(pid))
             except (OSError, ValueError, IndexError):
                 pass
     return out
+
+
+def browsers_cpu_since(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds the Chromium processes used between two :func:`browsers_cpu`, per process kind
+    (processes that ended meanwhile are missed: at least this much)."""
+    used: dict[str, float] = {}
+    for pid, (kind, seconds) in after.items():
+        used[kind] = used.get(kind, 0.0) + seconds - before.get(pid, (kind, 0.0))[1]
+    return used
 
 
 def session(driver, url: str, keys, timeout: float, results: dict, name: str, barrier=None,
@@ -203,8 +222,9 @@ def run_layout(workers: int, threads: int, warm_runs: int, timeout: float, brows
                 out[label] = [results[i] for i in range(4)]
                 out[label + "_computed"] = computed_by(trace, since)
                 out[label + "_server_cpu_per_wall"] = (cpu_seconds(server.process.pid) - cpu0) / wall
-                chrome1 = browsers_cpu(drivers)  # processes that ended meanwhile are missed: at least this
-                out[label + "_browsers_cpu_per_wall"] = sum(v - chrome0.get(p, 0.0) for p, v in chrome1.items()) / wall
+                used = browsers_cpu_since(chrome0, browsers_cpu(drivers))
+                out[label + "_browsers_cpu_per_wall"] = sum(used.values()) / wall
+                out[label + "_browsers_cpu_by_kind"] = used
                 if label in ("four", "four_pick"):
                     out[label + "_own_sample"] = [check_own_sample(d, titles[s]) for d, s in zip(drivers, SESSION_SAMPLES)]
                 for d in drivers:
@@ -436,8 +456,10 @@ def main(argv=None) -> int:
                   f"(max {fmt(max(times) if all(t is not None for t in times) else None)}); "
                   f"the server had computed them after {fmt(r[label + '_computed'])} s; "
                   f"server CPU {r[label + '_server_cpu_per_wall']:.2f} cores busy, browsers at least "
-                  f"{r[label + '_browsers_cpu_per_wall']:.2f}; "
-                  f"exceptions {r[label + '_exceptions']}")
+                  f"{r[label + '_browsers_cpu_per_wall']:.2f} (CPU seconds by process: "
+                  + ", ".join(f"{kind} {sec:.1f}" for kind, sec in sorted(r[label + "_browsers_cpu_by_kind"].items(),
+                                                                         key=lambda item: -item[1]) if sec >= 0.05)
+                  + f"); exceptions {r[label + '_exceptions']}")
         print(f"each of the 4 sessions shows its own sample: page loads {r['four_own_sample']}, "
               f"picks {r['four_pick_own_sample']}")
         t = r["trace"]

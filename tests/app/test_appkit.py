@@ -305,3 +305,28 @@ def test_inline_images_are_data_urls_that_decode_back():
     assert jpeg.startswith("data:image/jpeg;base64,")
     decoded = Image.open(io.BytesIO(base64.b64decode(jpeg.split(",", 1)[1])))
     assert decoded.format == "JPEG" and decoded.size == (30, 20)
+
+
+def test_benchmark_helpers(tmp_path):
+    """appkit.bench's arithmetic: the server's part of a phase from the service trace, the
+    browsers' CPU per process kind between two samples, this process's kind and CPU time."""
+    import json
+    import os
+
+    from appkit import bench
+
+    trace = tmp_path / "trace.jsonl"
+    events = [{"event": "start", "t": 99.0}, {"event": "end", "t": 99.5},  # before the phase
+              {"event": "start", "t": 100.2}, {"event": "end", "t": 101.25}, {"event": "end", "t": 102.75},
+              {"event": "start", "t": 103.0}]
+    trace.write_text("".join(json.dumps(e) + "\n" for e in events) + "\n")
+    assert bench.computed_by(str(trace), 100.0) == pytest.approx(2.75)
+    assert bench.computed_by(str(trace), 103.0) is None  # no job ended after it
+    assert bench.computed_by(str(tmp_path / "none.jsonl"), 0.0) is None
+    before = {1: ("renderer", 2.0), 2: ("gpu-process", 1.0), 3: ("renderer", 0.5)}
+    after = {1: ("renderer", 3.5), 2: ("gpu-process", 1.25), 4: ("renderer", 0.75)}  # 3 ended, 4 is new
+    assert bench.browsers_cpu_since(before, after) == {"renderer": 2.25, "gpu-process": 0.25}
+    assert bench.process_kind(os.getpid()) == "browser"  # no --type= in python's command line
+    assert 0 < bench.cpu_seconds(os.getpid()) < 1e6
+    up, steal = bench.cpu_times()
+    assert up > 0 and steal >= 0
