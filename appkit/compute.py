@@ -71,7 +71,16 @@ def predictions(model_name: str, image_key: str, _image: Image.Image, question: 
     return _result(submit_predictions(model_name, image_key, _image, question))
 
 
-def submit_activations(model_name: str, image_key: str, image: Image.Image, layer: str, question: str | None = None):
+def _activations_array(a: torch.Tensor) -> np.ndarray:
+    """A (K, h, w) as the activation-maps result: float32, finite."""
+    return finite(a.detach().float().cpu().numpy()).astype(np.float32)
+
+
+def _activations_job(model_name: str, image_key: str, image: Image.Image, layer: str,
+                     question: str | None = None, group: tuple | None = None) -> tuple:
+    """(key, fn, submit keywords) of the activation maps' job. With ``group`` (a view's
+    :func:`view_group`), the view's single-pass job that starts first takes it and ends it with
+    the A of its own head pass (:func:`_run_single_pass`); alone it makes a head pass of its own."""
     model = get_model(model_name)
 
     def run(progress: Progress) -> np.ndarray:
@@ -79,11 +88,18 @@ def submit_activations(model_name: str, image_key: str, image: Image.Image, laye
         extra, _ = model.extra_inputs(1, **_inputs(question))
         with torch.inference_mode():
             a, *_ = split.head(model.normalize(_tensor(image, model)[None].to(model.device)), *extra)
-        return finite(a[0].float().cpu().numpy()).astype(np.float32)
+        return _activations_array(a[0])
 
     # The maps do not depend on the question (the VQA head takes one, but A is the image encoder's).
-    return service().submit(("activations", model_name, image_key, layer), run,
-                            label=f"activation maps · {model_name} · {layer}")
+    return (("activations", model_name, image_key, layer), run,
+            {"label": f"activation maps · {model_name} · {layer}", "group": group})
+
+
+def submit_activations(model_name: str, image_key: str, image: Image.Image, layer: str, question: str | None = None):
+    """The activation maps' job: the one already queued, running or finished (e.g. queued with the
+    view's maps by :func:`plan_explanations`), else a new one."""
+    key, run, keywords = _activations_job(model_name, image_key, image, layer, question)
+    return service().submit(key, run, **keywords)
 
 
 def activations(model_name: str, image_key: str, _image: Image.Image, layer: str,
@@ -142,28 +158,40 @@ def _explanation_job(model_name: str, image_key: str, image: Image.Image, method
         return _explanation_result(m, exp, seconds)
 
     one_pass = m.cost is camlib.methods.Cost.ONE_PASS
-    group = ("single-pass view",) + key[1:5] + (key[7],) if one_pass else None  # model, image, layer, target, question
+    group = view_group(model_name, image_key, layer, target, question) if one_pass else None
     return key, run, {"label": f"{m.title} · {model_name} · {layer}", "lane": lane_of(m.key), "expected": expected,
                       "group": group}
 
 
+def view_group(model_name: str, image_key: str, layer: str, target: int, question: str | None = None) -> tuple:
+    """The service group of one view's single-pass work (its maps, and the activation maps queued
+    with them): the job of the group that starts first computes all of it from one head pass."""
+    return ("single-pass view", model_name, image_key, layer, int(target), question)
+
+
 def _run_single_pass(model_name: str, model, image: Image.Image, key: tuple, progress: Progress) -> dict:
     """The job of ``key`` (a single-pass explanation) with its queued siblings, from one head pass;
-    the siblings are ended here with their own results. If the joint call fails (e.g. CAM on a
-    nonlinear tail), each method is computed alone, so each gets its own result or message."""
+    the siblings are ended here with their own results: the view's other single-pass maps, and its
+    activation maps (the A of that head pass). If the joint call fails (e.g. CAM on a nonlinear
+    tail), each method is computed alone, so each gets its own result or message; the activation
+    maps then come from the first that succeeds (none: their job goes back to the queue)."""
     _, _, _, layer, target, method, options, question = key
-    siblings = service().claim()  # the view's other single-pass maps (the job's group)
+    claimed = service().claim()  # the job's group
+    siblings = [job for job in claimed if job.key[0] == "explain"]
+    maps_jobs = [job for job in claimed if job.key[0] == "activations"]
     jobs = {method: None, **{job.key[5]: job for job in siblings}}
     options_of = {method: dict(options), **{job.key[5]: dict(job.key[6]) for job in siblings}}
     x = _tensor(image, model)
     start = time.perf_counter()
+    maps = None  # A of the head pass, for the activation maps' job
     try:
         many = camlib.explain_many(model, x, list(jobs), layer=layer, target=int(target), options=options_of,
                                    batch_size=BATCH_SIZE, progress=progress, **_inputs(question))
         seconds = time.perf_counter() - start
         results = {name: _explanation_result(camlib.get_method(name), exp, seconds) for name, exp in many.items()}
+        maps = next(iter(many.values())).activations
     except Exception:  # noqa: BLE001 - computed one by one below, each with its own outcome
-        if not siblings:
+        if not siblings and not maps_jobs:
             raise
         results = {}
         for name in jobs:
@@ -172,8 +200,12 @@ def _run_single_pass(model_name: str, model, image: Image.Image, key: tuple, pro
                 exp = camlib.explain(model, x, name, layer=layer, target=int(target), **options_of[name],
                                      **_inputs(question))
                 results[name] = _explanation_result(camlib.get_method(name), exp, time.perf_counter() - one)
+                maps = exp.activations if maps is None else maps
             except Exception as exc:  # noqa: BLE001 - becomes that job's failure
                 results[name] = exc
+    if maps is not None:
+        for job in maps_jobs:  # unended when no method succeeded: back to the queue, to run alone
+            service().complete(job, _activations_array(maps))
     if not siblings and not isinstance(results[method], BaseException):
         costs.learn(model_name, model, layer, method, dict(options), results[method]["seconds"])
     for name, job in jobs.items():
@@ -232,11 +264,13 @@ def plan_explanation(model_name: str, image_key: str, image: Image.Image, method
 
 
 def plan_explanations(model_name: str, image_key: str, image: Image.Image, methods, layer: str, target: int,
-                      options: dict | None = None, question: str | None = None) -> dict:
+                      options: dict | None = None, question: str | None = None,
+                      with_activations: bool = False) -> dict:
     """:func:`plan_explanation` for each method of one view ({method: (job or None, key, seconds), or
     the ValueError of options out of their bounds}; ``options``: {method: its options}). The
     single-pass ones are queued together (:meth:`appkit.service.ComputeService.submit_many`), so
-    the first to start computes them all from one network pass."""
+    the first to start computes them all from one network pass; ``with_activations``: the view's
+    activation maps too (from that same pass; :func:`submit_activations` then returns that job)."""
     options = options or {}
     plans: dict = {}
     single = []
@@ -248,7 +282,11 @@ def plan_explanations(model_name: str, image_key: str, image: Image.Image, metho
                                                     options.get(method), question)))
         except ValueError as exc:
             plans[method] = exc
-    jobs = service().submit_many([spec for _, spec in single])
+    extra = []
+    if with_activations and single:  # last: a map's job starts first and takes it
+        extra.append(_activations_job(model_name, image_key, image, layer, question,
+                                      group=view_group(model_name, image_key, layer, target, question)))
+    jobs = service().submit_many([spec for _, spec in single] + extra)
     for (method, spec), job in zip(single, jobs):
         plans[method] = (job, spec[0], None)
     for method in methods:

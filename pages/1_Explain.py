@@ -67,14 +67,14 @@ if not methods:
 jobs, plans = {}, {}  # (layer, method) -> job (None: waits for a click; ValueError: bad options)
 for lay in layers:
     planned = appkit.plan_explanations(name, image.key, image.image, appkit.ordered_for_compute(methods), lay,
-                                       target, method_options)
+                                       target, method_options, with_activations=lay == layer)
     for method, plan in planned.items():
         if isinstance(plan, ValueError):  # an option out of its bounds
             jobs[(lay, method)] = plan
             continue
         job, key, seconds = plan
         jobs[(lay, method)], plans[(lay, method)] = job, (key, seconds)
-maps_job = appkit.submit_activations(name, image.key, image.image, layer)
+maps_job = appkit.submit_activations(name, image.key, image.image, layer)  # queued with the maps (one pass)
 
 # -- the grid: the image, then one cell per method (per layer when comparing) -----------------------------
 

@@ -144,8 +144,8 @@ if not methods:
 
 svc = appkit.service()
 jobs = appkit.plan_explanations(vqa.MODEL, image_key, image, appkit.ordered_for_compute(methods), layer, target,
-                               method_options, question=text)
-maps_job = appkit.submit_activations(vqa.MODEL, image_key, image, layer, question=text)
+                               method_options, question=text, with_activations=True)
+maps_job = appkit.submit_activations(vqa.MODEL, image_key, image, layer, question=text)  # queued with the maps
 cells = appkit.method_cells(methods)
 for method, plan in jobs.items():
     if isinstance(plan, ValueError):

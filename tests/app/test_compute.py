@@ -119,3 +119,47 @@ def test_plan_explanations_queues_a_views_single_pass_maps_together(joint_calls)
     results = {m: result_of(plans[m][0]) for m in ("gradcam", "gradcampp", "xgradcam", "liftcam")}
     assert joint_calls == [["gradcam", "gradcampp", "xgradcam", "liftcam"]]
     assert all(r["target"] == 5 for r in results.values())
+
+
+def test_a_views_activation_maps_come_from_the_same_pass(joint_calls, monkeypatch):
+    """plan_explanations(with_activations=True) queues the view's activation maps with its maps:
+    the job that computes the maps also ends the activation maps' job with the A of its own head
+    pass (the job's own head pass never runs), the same A as a head pass alone; submit_activations
+    then returns that job."""
+    model = appkit.get_model("efficientnet_lite0")
+    image, key = _image(3)
+    own_passes = []
+    original = compute._activations_job
+
+    def recording(*args, **kw):
+        k, run, keywords = original(*args, **kw)
+        return k, (lambda progress: own_passes.append(k) or run(progress)), keywords
+
+    monkeypatch.setattr(compute, "_activations_job", recording)
+    methods = ["gradcam", "liftcam"]
+    plans = compute.plan_explanations("efficientnet_lite0", key, image, methods, "bn2", 7, with_activations=True)
+    maps_job = compute.submit_activations("efficientnet_lite0", key, image, "bn2")
+    results = {m: result_of(plans[m][0]) for m in methods}
+    maps = result_of(maps_job)
+    assert joint_calls == [methods] and own_passes == []
+    assert maps_job.claimer is plans["gradcam"][0]  # ended by the maps' job
+    assert maps.dtype == np.float32 and maps.shape == (1280, 7, 7) and np.isfinite(maps).all()
+    assert all(r["target"] == 7 for r in results.values())
+    # a head pass alone (the job's own fn, as when no map job takes it) gives the same maps, to
+    # float32 rounding: the same convolutions, with and without autograd recording
+    alone = original("efficientnet_lite0", key, image, "bn2")[1](lambda fraction: None)
+    scale = float(np.abs(alone).max())
+    assert np.allclose(maps, alone, rtol=0, atol=64 * np.finfo(np.float32).eps * scale)
+
+
+def test_activation_maps_left_by_a_failed_pass_run_alone(hold_workers):
+    """CAM at blocks.6 fails (nonlinear tail): the activation maps queued with it are not lost,
+    their job goes back to the queue and makes its own head pass."""
+    image, key = _image(4)
+    gates = hold_workers()
+    plans = compute.plan_explanations("efficientnet_lite0", key, image, ["cam"], "blocks.6", 2, with_activations=True)
+    maps_job = compute.submit_activations("efficientnet_lite0", key, image, "blocks.6")
+    gates[0].set()
+    with pytest.raises(ValueError, match="linear"):
+        result_of(plans["cam"][0])
+    assert result_of(maps_job).shape == (320, 7, 7)
