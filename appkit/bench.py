@@ -86,21 +86,23 @@ def default_keys() -> list[str]:
     return [f"cam_{m}" for m in camlib.default_methods()]
 
 
+def trace_events(path: str) -> list[dict]:
+    """The service trace's events (one JSON object per line; none when the file is missing)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def computed_by(path: str, since: float) -> float | None:
     """Seconds from ``since`` (time.time()) to the end of the last job that ended after it: when the
     server had computed everything a phase asked for (None: no job ended)."""
-    ends = []
-    if os.path.exists(path):
-        with open(path) as f:
-            ends = [e["t"] for e in map(json.loads, filter(str.strip, f)) if e["event"] == "end" and e["t"] >= since]
+    ends = [e["t"] for e in trace_events(path) if e["event"] == "end" and e["t"] >= since]
     return max(ends) - since if ends else None
 
 
 def read_trace(path: str) -> dict:
-    lines = []
-    if os.path.exists(path):
-        with open(path) as f:
-            lines = [json.loads(line) for line in f if line.strip()]
+    lines = trace_events(path)
     if not lines:
         return {"jobs": 0, "peak_threads": 0, "peak_running": 0, "cores": None}
     return {"jobs": sum(1 for e in lines if e["event"] == "end"),
