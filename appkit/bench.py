@@ -32,6 +32,13 @@ The four browsers run on the same CPU as the server (on a laptop in a classroom 
 students' own machines), so the 4-session times here are pessimistic. ``--browser-nice 19`` runs
 them at the lowest CPU priority: the server's work goes first, the browsers draw with what is left.
 
+``python -m appkit.bench --first-load`` measures how much of a browser's first page load is the
+page's own: a fresh Chromium (no cache) loads a trivial Streamlit page (a title and two images)
+and then the landing page to all its default maps (on a warm server), ``--warm`` times each,
+alternating; it prints the median CPU seconds per Chromium process kind and Chrome's own counters
+(script, layout and style time, DOM nodes; the DevTools protocol's ``Performance.getMetrics``),
+and their ratio. CPU seconds, unlike wall times, change little when other work shares the CPU.
+
 ``python -m appkit.bench --gil`` times a single-pass map in a thread beside busy Python threads,
 per GIL switch interval (why the compute service sets it: :func:`appkit.service.switch_interval`).
 
@@ -48,6 +55,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import statistics
 import sys
 import tempfile
@@ -401,6 +409,75 @@ def gil_main(args) -> int:
     return 0
 
 
+#: The trivial page of ``--first-load``: Streamlit's frontend and two images, nothing of the app.
+TRIVIAL_PAGE = """import numpy as np
+import streamlit as st
+st.set_page_config(layout="wide")
+st.title("A trivial page")
+for i, column in enumerate(st.columns(2)):
+    column.image(np.full((224, 224, 3), 60 * i, dtype=np.uint8), caption=f"image {i}")
+"""
+#: Chrome's counters kept by ``--first-load`` (seconds, except Nodes).
+PAGE_METRICS = ("ScriptDuration", "LayoutDuration", "RecalcStyleDuration", "TaskDuration", "Nodes")
+
+
+def first_load(url: str, ready) -> dict:
+    """One first page load of ``url`` in a fresh headless Chromium, until ``ready(driver)``: the wall
+    seconds, the CPU seconds per Chromium process kind and Chrome's :data:`PAGE_METRICS`."""
+    driver = browser.chrome()
+    try:
+        driver.get("about:blank")
+        driver.execute_cdp_cmd("Performance.enable", {})
+        before, start = browsers_cpu([driver]), time.monotonic()
+        driver.get(url)
+        ready(driver)
+        wall = time.monotonic() - start
+        used = browsers_cpu_since(before, browsers_cpu([driver]))
+        metrics = {m["name"]: m["value"] for m in driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]}
+    finally:
+        driver.quit()
+    return {"wall": wall, "cpu": used, **{k: metrics.get(k) for k in PAGE_METRICS}}
+
+
+def medians(loads: list[dict]) -> dict:
+    """The median of every number of several :func:`first_load` results (CPU per process kind too)."""
+    kinds = sorted({k for load in loads for k in load["cpu"]})
+    out = {k: statistics.median(load[k] for load in loads) for k in ("wall", *PAGE_METRICS)
+           if all(load.get(k) is not None for load in loads)}
+    out["cpu"] = {k: statistics.median(load["cpu"].get(k, 0.0) for load in loads) for k in kinds}
+    return out
+
+
+def first_load_main(args) -> int:
+    keys = default_keys()
+    with tempfile.TemporaryDirectory(prefix="camlib-trivial-") as folder:
+        with open(os.path.join(folder, "app.py"), "w") as f:
+            f.write(TRIVIAL_PAGE)
+        with browser.Server(cwd=pathlib.Path(folder)) as trivial, browser.Server() as app:
+            first_load(app.url("/"), lambda d: browser.wait_rendered(d, keys, args.timeout))  # warm the server
+            pages = {"trivial Streamlit page": (trivial.url("/"), lambda d: browser.wait_for(
+                         lambda: len(d.find_elements("css selector", "[data-testid='stImage'] img")) >= 2, args.timeout)),
+                     "landing page, to all default maps": (app.url("/"), lambda d: browser.wait_rendered(d, keys, args.timeout))}
+            loads = {name: [] for name in pages}
+            for _ in range(args.warm):
+                for name, (url, ready) in pages.items():
+                    loads[name].append(first_load(url, ready))
+    print(f"first page loads in a fresh headless Chromium, median of {args.warm} · load after {load()}")
+    result = {name: medians(values) for name, values in loads.items()}
+    for name, m in result.items():
+        print(f"  {name}: {m['wall']:.2f} s; CPU s " + ", ".join(f"{k} {v:.2f}" for k, v in m["cpu"].items() if v >= 0.01)
+              + "; " + ", ".join(f"{k} {m[k]:.0f}" if k == "Nodes" else f"{k} {m[k]:.2f} s" for k in PAGE_METRICS if k in m))
+    (_, a), (_, b) = result.items()
+    print("  ratio landing / trivial: renderer CPU "
+          f"{b['cpu'].get('renderer', 0) / max(a['cpu'].get('renderer', 0), 1e-9):.2f}, all Chromium CPU "
+          f"{sum(b['cpu'].values()) / max(sum(a['cpu'].values()), 1e-9):.2f}, script time "
+          f"{b.get('ScriptDuration', 0) / max(a.get('ScriptDuration') or 0, 1e-9):.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"loads": loads, "medians": result}, f, indent=1)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compute", action="store_true", help="the compute side alone (no browsers)")
@@ -408,6 +485,8 @@ def main(argv=None) -> int:
     parser.add_argument("--policies", nargs="*", default=["PASSIVE"], help="--compute: OMP_WAIT_POLICY values")
     parser.add_argument("--rounds", type=int, default=3, help="--compute: interleaved rounds")
     parser.add_argument("--compute-round", help=argparse.SUPPRESS)
+    parser.add_argument("--first-load", action="store_true",
+                        help="a first page load: a trivial Streamlit page against the landing page (CPU, script time)")
     parser.add_argument("--gil", action="store_true", help="a map beside busy Python threads, per GIL switch interval")
     parser.add_argument("--intervals", nargs="*", type=float, default=[0.005, 0.001, 0.0001],
                         help="--gil: switch intervals in seconds (Python's default: 0.005)")
@@ -433,6 +512,8 @@ def main(argv=None) -> int:
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
+    if args.first_load:
+        return first_load_main(args)
     n = cores()
     layouts = [default_layout(n)] + [tuple(int(v) for v in layout.split("x")) for layout in args.layouts]
     import torch

@@ -330,3 +330,11 @@ def test_benchmark_helpers(tmp_path):
     assert 0 < bench.cpu_seconds(os.getpid()) < 1e6
     up, steal = bench.cpu_times()
     assert up > 0 and steal >= 0
+    loads = [{"wall": 1.0, "cpu": {"renderer": 1.0}, "ScriptDuration": 0.5, "LayoutDuration": 0.1,
+              "RecalcStyleDuration": 0.1, "TaskDuration": 1.0, "Nodes": 270},
+             {"wall": 3.0, "cpu": {"renderer": 2.0, "gpu-process": 0.5}, "ScriptDuration": 1.5, "LayoutDuration": 0.3,
+              "RecalcStyleDuration": 0.2, "TaskDuration": 2.0, "Nodes": 280}]
+    m = bench.medians(loads)  # a kind missing from one load counts 0 there
+    assert m["wall"] == 2.0 and m["Nodes"] == 275 and m["ScriptDuration"] == 1.0
+    assert m["cpu"] == {"gpu-process": 0.25, "renderer": 1.5}
+    compile(bench.TRIVIAL_PAGE, "app.py", "exec")  # the trivial page of --first-load is valid Python
