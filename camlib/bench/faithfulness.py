@@ -56,6 +56,10 @@ def parser() -> argparse.ArgumentParser:
     common.add_option_arguments(p)
     p.add_argument("--permutations", type=int, default=None, help="shorthand for --option permutations=N")
     p.add_argument("--shap-seed", type=int, default=None, help="shorthand for --option seed=N")
+    p.add_argument("--paired-to", nargs="+", default=["liftcam"], metavar="METHOD",
+                   help="methods the paired-difference tables compare every other method with (default: "
+                        "liftcam); only the Markdown changes, so re-running a finished run with other "
+                        "values rewrites its tables without computing anything")
     return p
 
 
@@ -84,6 +88,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     if args.steps == 1 or args.steps < 0:
         raise ValueError("--steps must be 0 (no AUCs) or at least 2")
     runs = method_labels(args)
+    args.paired_to = [common.method_key(m) for m in args.paired_to]  # an unknown name fails here, not at the end
     config = {"steps": args.steps, "options": {run.label: run.options for run in runs if run.options}}
     r = common.start(args, NAME, FIELDS, KEY, config, optional=OPTIONAL)
     r.config["argv"] = list(argv) if argv is not None else sys.argv[1:]
@@ -230,23 +235,29 @@ def markdown(r, rows: list[dict]) -> str:
              "constant, saliency all zero), scored as black explanation images (docs/METRICS.md). "
              "`s / image`: the method's share of its batched explain call (coefficients + map), not the "
              "metrics.", ""]
-    lines += paired_section(rows, labels)
-    lines += nonconstant_section(rows, labels, n_images)
+    lines += paired_section(rows, labels, references=r.args.paired_to)
+    lines += nonconstant_section(rows, labels, n_images, references=r.args.paired_to)
     return "\n".join(lines)
 
 
-def paired_section(rows: list[dict], labels: Sequence[str], columns=COLUMNS, item: str = "image") -> list[str]:
-    """The paired differences to LIFT-CAM (when it is among the methods) as Markdown lines."""
-    paired = paired_table(rows, labels, "liftcam", columns, item=item) if "liftcam" in labels else None
-    if not paired:
-        return []
-    return [f"Paired differences to LIFT-CAM on the same {item.split('_')[0]}s (mean [95 % t interval]; an "
-            "interval excluding 0 is a difference this sample resolves; `const.`: constant maps of the method, "
-            "then of LIFT-CAM):", "", paired, ""]
+def paired_section(rows: list[dict], labels: Sequence[str], columns=COLUMNS, item: str = "image",
+                   references: Sequence[str] = ("liftcam",)) -> list[str]:
+    """The paired differences to each of ``references`` that is among the methods (default:
+    LIFT-CAM) as Markdown lines."""
+    lines = []
+    for reference in references:
+        paired = paired_table(rows, labels, reference, columns, item=item) if reference in labels else None
+        if not paired:
+            continue
+        title = common.method_title(reference)
+        lines += [f"Paired differences to {title} on the same {item.split('_')[0]}s (mean [95 % t interval]; "
+                  "an interval excluding 0 is a difference this sample resolves; `const.`: constant maps of the "
+                  f"method, then of {title}):", "", paired, ""]
+    return lines
 
 
 def nonconstant_section(rows: list[dict], labels: Sequence[str], n_items: int, columns=COLUMNS,
-                        item: str = "image", unit: str = "image") -> list[str]:
+                        item: str = "image", unit: str = "image", references: Sequence[str] = ("liftcam",)) -> list[str]:
     """The means and paired differences again, over the items on which every method's map is
     non-constant (or one sentence when no map is constant)."""
     noun = item.split("_")[0]
@@ -259,7 +270,7 @@ def nonconstant_section(rows: list[dict], labels: Sequence[str], n_items: int, c
     if not sub:
         return lines + [f"(no such {noun})", ""]
     lines += [table(sub, labels, columns, unit=unit), ""]
-    return lines + paired_section(sub, labels, columns, item)
+    return lines + paired_section(sub, labels, columns, item, references)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

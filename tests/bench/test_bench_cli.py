@@ -74,6 +74,30 @@ def test_faithfulness_rows_and_markdown(data, tmp_path, capsys):
     assert md.count("**") >= 2 * 6  # a best value per column is bold
 
 
+def test_paired_to_rewrites_the_tables_of_a_finished_run(data, tmp_path):
+    """--paired-to: one paired table per reference method, values from the CSV; re-running a
+    finished run with it computes nothing and keeps the rows; an unknown name fails at the start."""
+    out = tmp_path / "out"
+    first = faithfulness.run(faith(data, out))
+    rows = read_csv(out / "faithfulness.csv")
+    again = faithfulness.run(faith(data, out, "--paired-to", "gradcam", "LIFT-CAM"))
+    assert (again["computed"], again["skipped"]) == (0, 8)
+    assert read_csv(out / "faithfulness.csv") == rows
+    md = again["markdown"]
+    assert "Paired differences to Grad-CAM on the same images" in md and "Paired differences to LIFT-CAM" in md
+    assert md.index("LIFT-CAM − Grad-CAM") < md.index("Grad-CAM − LIFT-CAM")  # in the order asked
+    # each table's difference is the mean of the per-image differences of the CSV, and flips sign
+    ad = {m: [100 * float(r["ad"]) for r in rows if r["method"] == m] for m in ("gradcam", "liftcam")}
+    mean = sum(a - b for a, b in zip(ad["liftcam"], ad["gradcam"])) / 4
+    for line, sign in (("| LIFT-CAM − Grad-CAM | 4 |", 1), ("| Grad-CAM − LIFT-CAM | 4 |", -1)):
+        cell = next(x for x in md.splitlines() if x.startswith(line)).split("|")[5].strip()
+        assert float(cell.split(" [")[0]) == pytest.approx(sign * mean, abs=0.006)
+    assert first["markdown"].count("Paired differences to") == md.count("Paired differences to") / 2
+    with pytest.raises(ValueError, match="nomethod"):
+        faithfulness.run(faith(data, tmp_path / "other", "--paired-to", "nomethod"))
+    assert not (tmp_path / "other").exists()
+
+
 def test_resume_computes_only_missing_rows(data, tmp_path):
     out = tmp_path / "out"
     first = faithfulness.run(faith(data, out, "--n-images", "2"))
