@@ -277,7 +277,18 @@ def footer() -> None:
 
 
 #: Session-state keys of :func:`deferred_chart`.
-CHART_READY, CHART_ARMED = "_charts_ready", "_charts_armed"
+CHART_READY, CHART_TICKS = "_charts_ready", "_charts_ticks"
+
+
+def browser_free(ticks: Sequence[float], delay: float, on_time: float = 1.6, patience: int = 8) -> bool:
+    """Whether a browser looks free to load a chart, from the server's clock at each run of its
+    timer fragment (``ticks``, oldest first; the first is the page's own run): the last two came at
+    most ``on_time`` × ``delay`` apart. A browser whose main thread is busy drawing the page (a
+    first load on a slow or loaded CPU) fires its timer late, and the gap grows. After ``patience``
+    runs it is taken as free anyway, so that a chart is never held back for good."""
+    if len(ticks) >= patience:
+        return True
+    return len(ticks) >= 2 and ticks[-1] - ticks[-2] <= on_time * delay
 
 
 def sync_map_picker(picker: str, chart_key: str, choices, maps) -> int | None:
@@ -317,11 +328,13 @@ def deferred_chart(draw: Callable[[], object], height: int = 280, delay: float =
     thread, which holds back the heatmaps drawn above it (measured in headless Chromium: a new
     session's maps took about twice as long with the chart on the page). So the session's first
     run draws a placeholder of the chart's height in a fragment that the *browser* reruns after
-    ``delay`` seconds (its timer runs once the page is drawn); that rerun lets every later run of
-    the session draw the chart at once (``st.rerun``), so it appears right after the maps. While
+    ``delay`` seconds (its timer runs once the page is drawn); the first rerun that comes on time
+    (:func:`browser_free`: the browser is no longer busy drawing) lets every later run of the
+    session draw the chart at once (``st.rerun``), so it appears right after the maps. While
     single-pass work is queued or running the fragment waits another ``delay``: with several new
     sessions at once on one machine their browsers then draw everyone's maps before any chart
-    (measured: docs/APP.md).
+    (measured: docs/APP.md). Without the on-time test, a first load on a loaded CPU got plotly.js
+    before its maps had been drawn in two of three loads, and took twice as long.
     """
     state = st.session_state
     if state.get(CHART_READY):
@@ -330,10 +343,11 @@ def deferred_chart(draw: Callable[[], object], height: int = 280, delay: float =
 
     @st.fragment(run_every=delay)
     def later() -> None:
-        if state.get(CHART_ARMED) and not interactive_work():
+        ticks = state.setdefault(CHART_TICKS, [])
+        ticks.append(time.monotonic())
+        if browser_free(ticks, delay) and not interactive_work():
             state[CHART_READY] = True
             st.rerun(scope="app")
-        state[CHART_ARMED] = True
         st.container(height=height, border=False).caption("The chart is on its way…")
 
     later()

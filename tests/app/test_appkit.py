@@ -307,6 +307,22 @@ def test_inline_images_are_data_urls_that_decode_back():
     assert decoded.format == "JPEG" and decoded.size == (30, 20)
 
 
+def test_chart_waits_for_a_browser_whose_timer_runs_on_time():
+    """appkit.pages.browser_free: the chart loads after two timer runs at most 1.6 × delay apart (the
+    first being the page's own run), and after `patience` runs whatever the gaps."""
+    from appkit.pages import browser_free
+
+    assert not browser_free([], 0.5) and not browser_free([10.0], 0.5)  # the page's own run alone
+    assert browser_free([10.0, 10.5], 0.5)  # an idle browser: its first tick, on time
+    assert browser_free([10.0, 10.75], 0.5) and not browser_free([10.0, 10.875], 0.5)  # 1.6 × 0.5 = 0.8
+    assert not browser_free([10.0, 12.3], 0.5)  # drawing the page held its timer back
+    assert browser_free([10.0, 12.3, 12.8], 0.5)  # then on time: free
+    assert not browser_free([10.0, 12.3, 14.0, 16.1], 0.5)
+    late = [10.0 + 2 * i for i in range(8)]
+    assert not browser_free(late[:7], 0.5) and browser_free(late, 0.5)  # patience: 8 runs
+    assert browser_free([0.0, 1.0], 1.0, on_time=1.0) and not browser_free([0.0, 1.01], 1.0, on_time=1.0)
+
+
 def test_benchmark_helpers(tmp_path):
     """appkit.bench's arithmetic: the server's part of a phase from the service trace, the
     browsers' CPU per process kind between two samples, this process's kind and CPU time."""
