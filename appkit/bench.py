@@ -454,10 +454,13 @@ def first_load_main(args) -> int:
         with open(os.path.join(folder, "app.py"), "w") as f:
             f.write(TRIVIAL_PAGE)
         with browser.Server(cwd=pathlib.Path(folder)) as trivial, browser.Server() as app:
-            first_load(app.url("/"), lambda d: browser.wait_rendered(d, keys, args.timeout))  # warm the server
+            def maps_drawn(d):
+                return browser.wait_rendered(d, keys, args.timeout)
+
+            first_load(app.url("/"), maps_drawn)  # warm the server
             pages = {"trivial Streamlit page": (trivial.url("/"), lambda d: browser.wait_for(
                          lambda: len(d.find_elements("css selector", "[data-testid='stImage'] img")) >= 2, args.timeout)),
-                     "landing page, to all default maps": (app.url("/"), lambda d: browser.wait_rendered(d, keys, args.timeout))}
+                     "landing page, to all default maps": (app.url("/"), maps_drawn)}
             loads = {name: [] for name in pages}
             for _ in range(args.warm):
                 for name, (url, ready) in pages.items():

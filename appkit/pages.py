@@ -278,6 +278,8 @@ def footer() -> None:
 
 #: Session-state keys of :func:`deferred_chart`.
 CHART_READY, CHART_TICKS = "_charts_ready", "_charts_ticks"
+#: Timer runs after which :func:`deferred_chart` draws the chart whatever their gaps.
+CHART_PATIENCE = 8
 
 
 def browser_free(ticks: Sequence[float], delay: float, on_time: float = 1.6, patience: int = 8) -> bool:
@@ -334,7 +336,7 @@ def deferred_chart(draw: Callable[[], object], height: int = 280, delay: float =
     single-pass work is queued or running the fragment waits another ``delay``: with several new
     sessions at once on one machine their browsers then draw everyone's maps before any chart
     (measured: docs/APP.md). Without the on-time test, a first load on a loaded CPU got plotly.js
-    before its maps had been drawn in two of three loads, and took twice as long.
+    before its maps had been drawn in 3 of 7 loads, and those took about twice as long.
     """
     state = st.session_state
     if state.get(CHART_READY):
@@ -345,7 +347,8 @@ def deferred_chart(draw: Callable[[], object], height: int = 280, delay: float =
     def later() -> None:
         ticks = state.setdefault(CHART_TICKS, [])
         ticks.append(time.monotonic())
-        if browser_free(ticks, delay) and not interactive_work():
+        del ticks[:-CHART_PATIENCE]  # browser_free reads the last two and the count up to its patience
+        if browser_free(ticks, delay, patience=CHART_PATIENCE) and not interactive_work():
             state[CHART_READY] = True
             st.rerun(scope="app")
         st.container(height=height, border=False).caption("The chart is on its way…")
