@@ -15,7 +15,13 @@ default first, then the others given) it starts a fresh server and measures
    each map once and the four sessions share it);
 5. **4 open pages pick 4 samples**: the four pages of (4) stay open and each clicks another
    sample's pill at the same moment (a rerun of an open page, as when a class explores on its own:
-   no page load, so the browsers' own start-up work is not in it).
+   no page load, so the browsers' own start-up work is not in it);
+6. **4 returning browsers, new sessions**: the same four browsers, which have now loaded the app
+   before (Streamlit's frontend in their cache, as a student's browser after the first visit),
+   open new page loads (new Streamlit sessions) at the same moment, each on its own sample at a
+   layer not computed yet (``blocks.6``: the predictions are cached, the maps and activation maps
+   are not). Beside phase 2 (one returning browser) this is the 4-session case without the
+   browsers' first-ever load, whose cost on this CPU ``--first-load`` measures.
 
 For each 4-session phase it also reports when the *server* had computed everything the phase
 asked for (the end of the last job in the service's trace, from the phase's start): the part of the
@@ -69,8 +75,12 @@ DEFAULT_KEYS = None  # filled from camlib (the default methods)
 SESSION_SAMPLES = ("coffee", "rocket", "camera", "astronaut")
 #: The 4-session phases: four page loads at once on four samples, on one new image (blocks.5),
 #: and four open pages (left on blocks.5) that each pick another sample at once (a rerun).
+#: Then the same four browsers, having loaded the app before, open new sessions at once, each on its
+#: sample at a layer not computed yet.
 PHASES = (("four", "4 sessions, 4 samples"), ("four_same", "4 sessions, one new image"),
-          ("four_pick", "4 open pages pick 4 samples"))
+          ("four_pick", "4 open pages pick 4 samples"),
+          ("four_again", "4 returning browsers, new sessions, 4 samples at blocks.6"))
+OWN_SAMPLE_PHASES = ("four", "four_pick", "four_again")
 
 
 def load() -> str:
@@ -218,6 +228,8 @@ def run_layout(workers: int, threads: int, warm_runs: int, timeout: float, brows
                 ("four_same", [server.url("/", layer="blocks.5")] * 4, [None] * 4),
                 # the four pages stay open (on blocks.5): each student picks another sample
                 ("four_pick", [None] * 4, [titles[s] for s in SESSION_SAMPLES]),
+                # new sessions (page loads) in browsers that have loaded the app before
+                ("four_again", [server.url("/", sample=s, layer="blocks.6") for s in SESSION_SAMPLES], [None] * 4),
             ):
                 results, barrier = {}, threading.Barrier(4)
                 cpu0, t0, chrome0 = cpu_seconds(server.process.pid), time.monotonic(), browsers_cpu(drivers)
@@ -235,7 +247,7 @@ def run_layout(workers: int, threads: int, warm_runs: int, timeout: float, brows
                 used = browsers_cpu_since(chrome0, browsers_cpu(drivers))
                 out[label + "_browsers_cpu_per_wall"] = sum(used.values()) / wall
                 out[label + "_browsers_cpu_by_kind"] = used
-                if label in ("four", "four_pick"):
+                if label in OWN_SAMPLE_PHASES:
                     out[label + "_own_sample"] = [check_own_sample(d, titles[s]) for d, s in zip(drivers, SESSION_SAMPLES)]
                 for d in drivers:
                     browser.idle(d, timeout)
@@ -547,7 +559,7 @@ def main(argv=None) -> int:
                                                                          key=lambda item: -item[1]) if sec >= 0.05)
                   + f"); exceptions {r[label + '_exceptions']}")
         print(f"each of the 4 sessions shows its own sample: page loads {r['four_own_sample']}, "
-              f"picks {r['four_pick_own_sample']}")
+              f"picks {r['four_pick_own_sample']}, returning browsers {r['four_again_own_sample']}")
         t = r["trace"]
         print(f"service: {t['jobs']} jobs; most torch threads in use at once {t['peak_threads']} of {t['cores']} cores; "
               f"most concurrent jobs {t['peak_running']}; torch threads of a job at its start {t.get('threads_per_running_job')}")
