@@ -32,7 +32,9 @@ shap-table1
     averages 10 runs). Within a run, SHAP-CAM_p uses the first p orderings of the run's max-p
     sequence (``info["running"]``): each is an exact SHAP-CAM_p sample, and the comparison between
     p's is paired. ``--methods`` adds other CAMs on the same images for comparison (rows with
-    permutations = seed = 0).
+    permutations = seed = 0). The paired-difference table (per image, the mean over the runs) has
+    each p against the smallest, each against the one before it, and the largest against each
+    other method.
 """
 
 from __future__ import annotations
@@ -493,8 +495,9 @@ def table1_markdown(r, rows: list[dict], perms, seeds: int, extra, warning: str 
               "maps (runs × images) that were constant (saliency all zero: a black explanation image, "
               "docs/METRICS.md). `s / image`: time of the run that produced the row (shared by all p of a run).", ""]
     if len(tables) > 1:
-        lines += ["Paired differences over the same images and runs (mean [95 % CI], percentage points; `const.`: "
-                  "constant maps of the row's p, then of the smallest p):", "", tables[1], ""]
+        lines += ["Paired differences over the same images (per image, the mean over the runs; mean [95 % t "
+                  "interval] over images, percentage points; `const.`: constant maps of the first term, then of "
+                  "the second):", "", tables[1], ""]
     keep, n_constant, n_unknown = nonconstant_items(rows)
     if not n_constant and not n_unknown:
         lines += ["No map is constant: the tables above are also those over the images on which every map is "
@@ -508,7 +511,8 @@ def table1_markdown(r, rows: list[dict], perms, seeds: int, extra, warning: str 
 
 def table1_tables(rows: list[dict], perms, seeds: int, extra) -> list[str]:
     """The Table 1 analog of ``rows`` and, when there are two p's or more, its paired differences
-    to the smallest p (Markdown tables)."""
+    (Markdown tables): each p against the smallest p, each p against the one before it (from the
+    third p on), and the largest p against each other method (``extra``)."""
     groups = [(f"shapcam_{p}", [row for row in rows if row["method"] == "shapcam" and row["permutations"] == str(p)
                                 and int(row["seed"]) < seeds]) for p in perms]
     groups += [(key, [row for row in rows if row["method"] == key]) for key in extra]
@@ -537,14 +541,18 @@ def table1_tables(rows: list[dict], perms, seeds: int, extra) -> list[str]:
     for j, (_, field, higher) in enumerate(METRICS):
         bold_best(cells, means[field], 3 + j, higher, 2)
     tables = [markdown_table(headers, cells)]
-    base = f"shapcam_{perms[0]}"
+    # each p against the smallest, each against the one before (from the third on), the largest
+    # against every other method
+    ps = [f"shapcam_{p}" for p in perms]
+    pairs = [(label, ps[0]) for label in ps[1:]] + [(ps[i], ps[i - 1]) for i in range(2, len(ps))]
+    pairs += [(ps[-1], key) for key in extra]
     by_label = dict(groups)
     diffs = []
-    for label, mine in groups[1:len(perms)]:
+    for label, base in pairs:
         if (label, "ic") not in per_image or (base, "ic") not in per_image:
             continue
         line = [f"{common.method_title(label)} − {common.method_title(base)}",
-                f"{constant_cell(mine)}, {constant_cell(by_label[base])}"]
+                f"{constant_cell(by_label[label])}, {constant_cell(by_label[base])}"]
         for _, field, _ in METRICS:
             a, b = per_image[(label, field)], per_image[(base, field)]
             common_images = sorted(set(a) & set(b))

@@ -101,3 +101,14 @@ def make_data(root: pathlib.Path, n: int = 4, classes: int = CLASSES, seed: int 
 def read_csv(path: pathlib.Path) -> list[dict]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def table_lines(md: str, index: int) -> list[str]:
+    """The lines of the ``index``-th Markdown table of ``md`` (header and separator included)."""
+    return [b for b in md.split("\n\n") if b.startswith("|")][index].splitlines()
+
+
+def cells(line: str) -> list[str]:
+    """The cells of a Markdown table line, bold marks removed (escaped pipes, as in SHAP-CAM
+    (\\|Π\\|=5), stay inside)."""
+    return [c.strip().strip("*") for c in line.strip().strip("|").split(" | ")]

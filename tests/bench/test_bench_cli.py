@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 
-from bench_tiny import make_data, read_csv
+from bench_tiny import cells, make_data, read_csv, table_lines
 from camlib.bench.__main__ import main
 from camlib.bench import faithfulness, shap
 
@@ -220,6 +221,21 @@ def test_shap_table1(data, tmp_path):
     md = result["markdown"]
     assert "| SHAP-CAM (\\|Π\\|=1) | 2 × 3 |" in md and "| LIFT-CAM | 1 × 3 |" in md
     assert "Paired differences" in md
+    # the differences: |Π| = 4 against 1, and the largest |Π| against LIFT-CAM, per image over the runs
+    diffs = [cells(line) for line in table_lines(md, 1)[2:]]
+    assert [d[0] for d in diffs] == ["SHAP-CAM (\\|Π\\|=4) − SHAP-CAM (\\|Π\\|=1)",
+                                     "SHAP-CAM (\\|Π\\|=4) − LIFT-CAM"]
+
+    def per_image(method, p, field):
+        mine = [r for r in rows if r["method"] == method and r["permutations"] == p]
+        return {i: statistics.fmean(float(r[field]) for r in mine if r["image"] == i)
+                for i in {r["image"] for r in mine}}
+
+    for line, (a, b) in zip(diffs, ((("shapcam", "4"), ("shapcam", "1")), (("shapcam", "4"), ("liftcam", "0")))):
+        for column, field in ((2, "ic"), (3, "ad"), (4, "add")):
+            x, y = per_image(*a, field), per_image(*b, field)
+            expected = 100.0 * statistics.fmean(x[i] - y[i] for i in x)
+            assert float(line[column].split(" [")[0]) == pytest.approx(expected, abs=0.006)  # printed to 2 decimals
     resumed = shap.run_table1(["--data", str(data), "--out", str(out), *TINY, "--n-images", "3",
                                "--permutations", "1", "4", "--seeds", "3", "--methods", "liftcam"])
     assert resumed["computed"] == 3 * 2  # only the new seed

@@ -9,7 +9,7 @@ import csv
 import pytest
 import torch
 
-from bench_tiny import build_signed, make_data, read_csv
+from bench_tiny import build_signed, cells, make_data, read_csv, table_lines
 from camlib.bench import faithfulness
 from camlib.bench.report import RowStore, constant_cell, constant_flag, nonconstant_items
 
@@ -26,15 +26,6 @@ def data(tmp_path):
 def args(data, out, *extra):
     return ["--data", str(data), "--out", str(out), *SIGNED, "--steps", "5", "--methods", "gradcam", "scorecam",
             *extra]
-
-
-def table_lines(md: str, index: int) -> list[str]:
-    return [b for b in md.split("\n\n") if b.startswith("|")][index].splitlines()
-
-
-def cells(line: str) -> list[str]:
-    """The cells of a Markdown table line (escaped pipes, as in SHAP-CAM (\\|Π\\|=5), stay inside)."""
-    return [c.strip().strip("*") for c in line.strip().strip("|").split(" | ")]
 
 
 def test_constant_maps_are_flagged_and_scored_as_black_explanations(data, tmp_path):
