@@ -558,8 +558,8 @@ def main(argv=None) -> int:
                   + ", ".join(f"{kind} {sec:.1f}" for kind, sec in sorted(r[label + "_browsers_cpu_by_kind"].items(),
                                                                          key=lambda item: -item[1]) if sec >= 0.05)
                   + f"); exceptions {r[label + '_exceptions']}")
-        print(f"each of the 4 sessions shows its own sample: page loads {r['four_own_sample']}, "
-              f"picks {r['four_pick_own_sample']}, returning browsers {r['four_again_own_sample']}")
+        print("each of the 4 sessions shows its own sample: "
+              + "; ".join(f"{title}: {r[key + '_own_sample']}" for key, title in PHASES if key in OWN_SAMPLE_PHASES))
         t = r["trace"]
         print(f"service: {t['jobs']} jobs; most torch threads in use at once {t['peak_threads']} of {t['cores']} cores; "
               f"most concurrent jobs {t['peak_running']}; torch threads of a job at its start {t.get('threads_per_running_job')}")
